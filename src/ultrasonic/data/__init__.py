@@ -1,0 +1,1 @@
+"""Data: decode (io), discover (sources), split, cache and batch images."""

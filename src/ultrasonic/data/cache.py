@@ -1,0 +1,188 @@
+"""Decode once: every image is decoded and resized one time into a uint8 .npy store.
+
+The store is keyed by the content of the files (not their names), the target
+size and the channel count, so a second run on the same data decodes nothing
+and renamed files still hit. It is written atomically with a checksum; an
+entry whose checksum fails is rebuilt, never used. Decoding uses all cores.
+
+    loaded = load_images(catalog, size=224, channels=1)
+    loaded.images        # (N, 224, 224, 1) uint8, memory-mapped
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..atomic import atomic_path, write_json
+from ..errors import BadImageError
+from .demo import cache_root
+from .io import read_image
+from .sources import Catalog
+
+log = logging.getLogger("ultrasonic")
+
+CACHE_FORMAT = 1  # bump when read_image's output changes, to invalidate old entries
+CHUNK = 32  # images per worker task
+
+
+@dataclass
+class LoadedImages:
+    images: np.ndarray  # (N, H, W, C) uint8; rows of bad images are zero
+    bad: dict[int, str]  # catalog index -> reason the image could not be read
+    hashes: list[str]  # content hash of every image (file bytes, or array bytes for .npz)
+    decoded: int  # images decoded by this call (0 when everything came from the cache)
+    path: Path | None = None  # the cache file, when there is one
+    notes: list[str] = field(default_factory=list)
+
+
+def load_images(
+    catalog: Catalog,
+    size: int,
+    channels: int,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 0,
+) -> LoadedImages:
+    """All images of the catalog at (size, size, channels), from the cache when possible."""
+    if catalog.arrays is not None:
+        return _from_arrays(catalog.arrays, size, channels)
+    hashes, unreadable = _hash_files(catalog)
+    key = _key(hashes, size, channels)
+    store = cache_root(cache_dir) / "images"
+    cached = _open_entry(store, key, len(catalog))
+    if cached is not None:
+        images, bad = cached
+        log.info("cache: %d images read from %s (0 decoded)", len(catalog), store / f"{key}.npy")
+        return LoadedImages(images, bad, hashes, 0, store / f"{key}.npy")
+    images, bad = _build_entry(store, key, catalog, size, channels, workers, unreadable)
+    return LoadedImages(images, bad, hashes, len(catalog), store / f"{key}.npy")
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _hash_files(catalog: Catalog) -> tuple[list[str], dict[int, str]]:
+    hashes, unreadable = [], {}
+    for i in range(len(catalog)):
+        try:
+            hashes.append(file_hash(catalog.path(i).read_bytes()))
+        except OSError as exc:
+            hashes.append(f"unreadable:{catalog.refs[i]}")
+            unreadable[i] = f"cannot be read ({exc.strerror or exc})"
+    return hashes, unreadable
+
+
+def _key(hashes: list[str], size: int, channels: int) -> str:
+    digest = hashlib.blake2b(f"v{CACHE_FORMAT}|{size}|{channels}|".encode(), digest_size=16)
+    digest.update("\n".join(hashes).encode())
+    return f"{digest.hexdigest()}-{size}px-{channels}ch"
+
+
+def _open_entry(store: Path, key: str, n: int) -> tuple[np.ndarray, dict[int, str]] | None:
+    """The cached array if present and intact; a damaged entry is removed."""
+    array_path, meta_path = store / f"{key}.npy", store / f"{key}.json"
+    if not (array_path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        images = np.load(array_path, mmap_mode="r")
+        intact = images.shape[0] == n and _checksum(images) == meta["checksum"]
+    except (OSError, ValueError, KeyError) as exc:
+        intact, images = False, None
+        log.warning("cache: entry %s unreadable (%s)", array_path, exc)
+    if not intact:
+        log.warning("cache: entry %s failed its checksum; rebuilding it", array_path)
+        for p in (array_path, meta_path):
+            p.unlink(missing_ok=True)
+        return None
+    return images, {int(i): reason for i, reason in meta["bad"].items()}
+
+
+def _build_entry(store, key, catalog, size, channels, workers, unreadable):
+    """Decode every file into a new .npy on all cores, then publish it atomically."""
+    n, start = len(catalog), time.perf_counter()
+    shape = (n, size, size, channels)
+    bad = dict(unreadable)
+    with atomic_path(store / f"{key}.npy") as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        todo = [i for i in range(n) if i not in bad]
+        jobs = [(str(tmp), todo[k:k + CHUNK], [str(catalog.path(i)) for i in todo[k:k + CHUNK]], size, channels)
+                for k in range(0, len(todo), CHUNK)]
+        for failures in _run(jobs, workers, n):
+            bad.update(failures)
+        images = np.load(tmp, mmap_mode="r")
+        write_json(store / f"{key}.json", {"format": CACHE_FORMAT, "shape": shape, "root": catalog.root,
+                                          "checksum": _checksum(images), "bad": bad})
+    seconds = time.perf_counter() - start
+    log.info("cache: decoded %d images in %.1f s (%.0f images/s) into %s",
+             n, seconds, n / max(seconds, 1e-9), store / f"{key}.npy")
+    return np.load(store / f"{key}.npy", mmap_mode="r"), bad
+
+
+def _run(jobs: list, workers: int, total: int):
+    """Yield each chunk's failures, decoding in worker processes when it pays off."""
+    workers = workers or len(os.sched_getaffinity(0))
+    bar = tqdm(total=total, unit="img", desc="decoding", disable=None, leave=False)
+    try:
+        if workers == 1 or len(jobs) < 2:
+            for job in jobs:
+                yield _decode_chunk(*job)
+                bar.update(len(job[1]))
+            return
+        context = multiprocessing.get_context("spawn")  # fork is unsafe once TensorFlow/JAX started threads
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = {pool.submit(_decode_chunk, *job): len(job[1]) for job in jobs}
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update(futures[future])
+    finally:
+        bar.close()
+
+
+def _decode_chunk(array_path: str, indices: list[int], paths: list[str], size: int, channels: int):
+    """Worker: decode some files straight into the shared .npy; return {index: reason} failures."""
+    images = np.load(array_path, mmap_mode="r+")
+    failures = {}
+    for i, path in zip(indices, paths):
+        try:
+            images[i] = read_image(path, size=size, channels=channels)
+        except BadImageError as exc:
+            failures[i] = exc.problem
+    images.flush()
+    return failures
+
+
+def _checksum(images: np.ndarray) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    flat = images.reshape(len(images), -1)
+    for k in range(0, len(flat), 256):
+        digest.update(np.ascontiguousarray(flat[k:k + 256]).data)
+    return digest.hexdigest()
+
+
+def _from_arrays(arrays: np.ndarray, size: int, channels: int) -> LoadedImages:
+    """Images already in memory (.npz): convert channels and resize, no store needed."""
+    hashes = [file_hash(a.tobytes()) for a in arrays]
+    n, h, w, c = arrays.shape
+    if (h, w, c) == (size, size, channels):
+        return LoadedImages(np.ascontiguousarray(arrays), {}, hashes, 0)
+    out = np.empty((n, size, size, channels), dtype=np.uint8)
+    mode = "L" if channels == 1 else "RGB"
+    for i, a in enumerate(arrays):
+        img = Image.fromarray(a[..., 0] if c == 1 else a).convert(mode)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(img).reshape(size, size, channels)
+    return LoadedImages(out, {}, hashes, n)

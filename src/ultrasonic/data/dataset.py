@@ -1,0 +1,103 @@
+"""A data set ready for a model: catalog + splits + decoded images + the report of what happened.
+
+`load_dataset(cfg)` is what train and evaluate both call, so they see the
+same images, decoded the same way, with the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..errors import DataError
+from .cache import LoadedImages, load_images
+from .sources import Catalog, open_data
+from .split import SPLITS, assign_splits, patient_ids
+
+log = logging.getLogger("ultrasonic")
+
+
+@dataclass
+class Dataset:
+    catalog: Catalog
+    images: np.ndarray  # (N, H, W, C) uint8
+    split: np.ndarray  # "train" / "val" / "test", or "bad" for unreadable images
+    patients: list[str | None]
+    loaded: LoadedImages
+    notes: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.catalog.classes
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.catalog.labels
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def fingerprint(self) -> str:
+        """Changes when any image's content, class or split changes."""
+        digest = hashlib.blake2b(digest_size=16)
+        for h, label, s in zip(self.loaded.hashes, self.labels, self.split):
+            digest.update(f"{h}|{label}|{s}\n".encode())
+        return digest.hexdigest()
+
+    def report(self) -> dict:
+        """data_report.json: counts per split and class, skipped and unreadable files, notes."""
+        counts = {s: {c: int(((self.split == s) & (self.labels == k)).sum()) for k, c in enumerate(self.classes)}
+                  for s in SPLITS}
+        unreadable = [{"file": self.catalog.refs[i], "reason": r} for i, r in sorted(self.loaded.bad.items())]
+        return {"data": self.catalog.root, "kind": self.catalog.kind, "classes": self.classes,
+                "counts": counts, "images": len(self.catalog), "skipped": self.catalog.skipped,
+                "unreadable": unreadable, "notes": self.notes,
+                "cache": {"path": str(self.loaded.path or ""), "decoded": self.loaded.decoded}}
+
+
+def load_dataset(cfg: Config, split_of: dict[str, str] | None = None) -> Dataset:
+    """Open cfg.data, assign splits (or take `split_of`: file -> split), decode via the cache."""
+    catalog = open_data(cfg.data, cfg.classes, cfg.cache_dir)
+    log.info("data: %s (%s): %d images, classes %s", catalog.root, catalog.kind, len(catalog), catalog.classes)
+    for item in catalog.skipped[:5]:
+        log.warning("data: skipped %s (%s)", item["file"], item["reason"])
+    if len(catalog.skipped) > 5:
+        log.warning("data: ... and %d more skipped files (see data_report.json)", len(catalog.skipped) - 5)
+    patients = patient_ids(catalog.refs, cfg.patient_pattern)
+    if split_of is None:
+        split, notes = assign_splits(catalog.refs, catalog.labels, catalog.given_split,
+                                     val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                     min_images=cfg.min_split_images, patient_pattern=cfg.patient_pattern,
+                                     seed=cfg.seed)
+    else:
+        split = np.array([split_of.get(ref, "unused") for ref in catalog.refs], dtype=object).astype(str)
+        notes = ["splits: taken from the run's splits.csv"]
+    for note in notes:
+        log.info("split: %s", note)
+    loaded = load_images(catalog, cfg.image_size, cfg.channels, cfg.cache_dir, cfg.workers)
+    _check_bad(catalog, loaded, cfg)
+    split = split.astype(object)
+    split[list(loaded.bad)] = "bad"
+    return Dataset(catalog, loaded.images, split.astype(str), patients, loaded, notes)
+
+
+def _check_bad(catalog: Catalog, loaded: LoadedImages, cfg: Config) -> None:
+    """Unreadable images: list them; stop when told to, or when there are too many."""
+    if not loaded.bad:
+        return
+    first = [f"{catalog.refs[i]}: {r}" for i, r in sorted(loaded.bad.items())[:5]]
+    for line in first:
+        log.warning("data: unreadable image %s", line)
+    fraction = len(loaded.bad) / len(catalog)
+    log.warning("data: %d of %d images unreadable (%.1f %%), skipped; listed in data_report.json",
+                len(loaded.bad), len(catalog), 100 * fraction)
+    if cfg.on_bad_image == "fail":
+        raise DataError(f"{first[0]} (and {len(loaded.bad) - 1} more); on_bad_image=fail stops here")
+    if fraction > cfg.max_bad_fraction:
+        raise DataError(f"{catalog.root}: {len(loaded.bad)} of {len(catalog)} images are unreadable "
+                        f"({100 * fraction:.1f} % > max_bad_fraction {100 * cfg.max_bad_fraction:.0f} %), "
+                        f"first: {first[0]}; fix the files or raise max_bad_fraction")

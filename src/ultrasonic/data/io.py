@@ -1,0 +1,157 @@
+"""read_image: the one strict decoder every command uses (train, evaluate, predict, serve).
+
+Bytes in, uint8 H x W x C out, at the requested size and channel count. The
+format is sniffed from the content, never trusted from the file name. Any
+problem becomes a BadImageError naming the file and what is wrong.
+
+    x = read_image("chest.jpeg", size=224, channels=1)   # (224, 224, 1) uint8
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import BadImageError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+# Formats Pillow may decode; anything else is refused before a decoder runs.
+PIL_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+# 20000 x 20000 grey fits (400 MB); beyond this is treated as a decompression bomb.
+MAX_PIXELS = 500_000_000
+
+# We check the pixel count ourselves (MAX_PIXELS, per call), so Pillow's global
+# guard would only add a second, different limit.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+Source = str | os.PathLike | bytes
+
+
+def read_image(
+    source: Source,
+    size: int | tuple[int, int] | None = None,
+    channels: int = 3,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Decode one image to uint8 (H, W, channels), resized to `size` if given.
+
+    `size` is an int (square) or (height, width). EXIF orientation is applied,
+    16-bit and float data are scaled to 0-255 by their own range, alpha is
+    dropped, palettes are expanded. DICOM is recognised by its preamble.
+    """
+    label = name or (os.fspath(source) if not isinstance(source, bytes) else "<bytes>")
+    _check_channels(channels)
+    data = _read_bytes(source, label)
+    if _is_dicom(data):
+        from .dicom import read_dicom
+
+        img = read_dicom(data, label, max_pixels)
+    else:
+        img = _open_pil(data, label, max_pixels, size)
+    img = _to_channels(img, channels)
+    if size is not None:
+        height, width = (size, size) if isinstance(size, int) else size
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    """True for a visible file whose suffix is one ultrasonic reads."""
+    p = Path(path)
+    return not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+
+
+def _read_bytes(source: Source, label: str) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise BadImageError(label, "file not found") from None
+        except IsADirectoryError:
+            raise BadImageError(label, "is a folder, not an image file") from None
+        except OSError as exc:
+            raise BadImageError(label, f"cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise BadImageError(label, "empty file (0 bytes)")
+    return data
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _open_pil(data: bytes, label: str, max_pixels: int, size) -> Image.Image:
+    """Open, check the pixel count before decoding, then decode fully."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+    except UnidentifiedImageError:
+        raise BadImageError(label, "not a recognised image (PNG, JPEG, BMP, TIFF or DICOM)") from None
+    except Exception as exc:  # Pillow raises many types for malformed headers
+        raise BadImageError(label, f"unreadable image header ({exc})") from None
+    _check_pixels(img.size, label, max_pixels)
+    if size is not None and img.format in ("JPEG", "MPO"):
+        # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale: far less work when shrinking.
+        longest = size if isinstance(size, int) else max(size)
+        img.draft(img.mode if img.mode in ("L", "RGB") else None, (longest, longest))
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except Exception as exc:
+        raise BadImageError(label, f"truncated or corrupt {img.format} data ({exc})") from None
+    return img
+
+
+def _check_pixels(wh: tuple[int, int], label: str, max_pixels: int) -> None:
+    width, height = wh
+    if width < 1 or height < 1:
+        raise BadImageError(label, f"image has no pixels ({width} x {height})")
+    if width * height > max_pixels:
+        raise BadImageError(
+            label,
+            f"{width} x {height} px is more than the limit of {max_pixels:,} pixels "
+            "(a possible decompression bomb); raise max_pixels if the image is genuine",
+        )
+
+
+def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to 8-bit 'L' (channels=1) or 'RGB' (channels=3)."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = Image.fromarray(scale_to_uint8(np.asarray(img)))
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert(img.mode[0] if img.mode[0] == "L" else "RGB")  # drop alpha
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def scale_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Map the array's own value range linearly onto 0-255 (constant -> 0)."""
+    array = np.asarray(array, dtype=np.float64)
+    finite = np.isfinite(array)
+    if not finite.any():
+        return np.zeros(array.shape, dtype=np.uint8)
+    low, high = array[finite].min(), array[finite].max()
+    if high <= low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    scaled = (np.where(finite, array, low) - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

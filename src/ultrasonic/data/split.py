@@ -1,0 +1,111 @@
+"""Which image goes to train, val and test: stratified, grouped by patient where names say who.
+
+A split the layout gives is kept when it is big enough; a missing or tiny one
+(the Kaggle chest_xray val has 16 images) is carved out of train. Carving is
+stratified by class and keeps every image of one patient on the same side,
+so validation never sees a patient that training saw.
+
+    split, notes = assign_splits(catalog.refs, catalog.labels, catalog.given_split,
+                                 val_fraction=0.1, test_fraction=0.1, min_images=100,
+                                 patient_pattern=r"^(person\\d+)", seed=42)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from ..errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+def patient_ids(refs: list[str], pattern: str | None) -> list[str | None]:
+    """The patient id in each file name (first regex group, else the whole match), or None."""
+    if not pattern:
+        return [None] * len(refs)
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"patient_pattern {pattern!r} is not a valid regular expression ({exc})") from None
+    ids = []
+    for ref in refs:
+        match = regex.search(PurePosixPath(ref).name)
+        ids.append((match.group(1) if match.groups() else match.group(0)) if match else None)
+    return ids
+
+
+def assign_splits(
+    refs: list[str],
+    labels: np.ndarray,
+    given: list[str | None],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    min_images: int,
+    patient_pattern: str | None,
+    seed: int,
+) -> tuple[np.ndarray, list[str]]:
+    """Return the split name of every image and human-readable notes of what was done."""
+    split = np.array([g or "train" for g in given], dtype=object)
+    notes = []
+    for name in ("val", "test"):
+        count = int((split == name).sum())
+        if count and count < min_images:
+            split[split == name] = "train"
+            notes.append(f"{name}: the given split has only {count} images (< {min_images}); merged into train")
+        elif count:
+            notes.append(f"{name}: kept the given split ({count} images)")
+    groups = _groups(refs, patient_pattern, notes)
+    rng = np.random.default_rng(seed)
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if (split == name).any() or fraction <= 0:
+            continue
+        pool = np.flatnonzero(split == "train")
+        target = fraction * len(refs) / len(pool)
+        chosen = _carve(labels[pool], groups[pool], min(target, 0.5), rng)
+        split[pool[chosen]] = name
+        how = "grouped by patient" if _grouped(groups) else "ungrouped"
+        notes.append(f"{name}: carved {chosen.sum()} images out of train (stratified, {how})")
+    return split.astype(str), notes
+
+
+def _groups(refs: list[str], pattern: str | None, notes: list[str]) -> np.ndarray:
+    """One group per patient id; files without an id are each their own group."""
+    ids = patient_ids(refs, pattern)
+    found = sum(i is not None for i in ids)
+    if found < len(ids) / 2:
+        if pattern and found:
+            notes.append(f"patients: only {found}/{len(ids)} file names match {pattern!r}; splits not grouped")
+        return np.array([f"#{i}" for i in range(len(refs))], dtype=object)
+    notes.append(f"patients: {len(set(i for i in ids if i))} patient ids in {found}/{len(ids)} file names")
+    return np.array([i if i is not None else f"#{n}" for n, i in enumerate(ids)], dtype=object)
+
+
+def _grouped(groups: np.ndarray) -> bool:
+    return len(set(groups.tolist())) < len(groups)
+
+
+def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of about `fraction` of each class, taking whole groups at a time.
+
+    A group counts towards the class most of its images have; groups are
+    visited in a seeded random order until each class reaches its share.
+    """
+    unique, inverse = np.unique(groups.astype(str), return_inverse=True)
+    counts = np.zeros((len(unique), labels.max() + 1), dtype=np.int64)
+    np.add.at(counts, (inverse, labels), 1)
+    majority, size = counts.argmax(axis=1), counts.sum(axis=1)
+    take = np.zeros(len(unique), dtype=bool)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(majority == label))
+        target = fraction * size[members].sum()
+        filled = np.cumsum(size[members])
+        # take groups until the share is reached (the group that crosses it goes in if it helps)
+        stop = int(np.searchsorted(filled, target))
+        if stop < len(members) and abs(filled[stop] - target) < abs(target - (filled[stop - 1] if stop else 0)):
+            stop += 1
+        take[members[:stop]] = True
+    return take[inverse]

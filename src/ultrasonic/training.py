@@ -1,0 +1,241 @@
+"""train: settings -> data -> model.fit with callbacks -> a complete run directory.
+
+    result = train("chest_xray/", out="runs/cxr", epochs=5)   # Python API
+    ultrasonic train chest_xray/ --out runs/cxr --epochs 5     # the same from the shell
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_path, write_json
+from .config import Config, load_config, save_config
+from .data.batches import ArrayBatches, class_weights, encode_labels
+from .data.dataset import Dataset, load_dataset
+from .errors import DataError
+from .metrics import binary_metrics, choose_threshold
+from .models import build_model
+from .plots import plot_history
+from .predict import load_model, positive_index, predict_array
+from .run import RunDir
+
+log = logging.getLogger("ultrasonic")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    threshold: float
+    val_metrics: dict
+    seconds: float
+
+
+def train(data: str | None = None, out: str | None = None, *, preset: str | None = None,
+          config: Config | str | None = None, resume: bool = False, overwrite: bool = False,
+          **settings) -> TrainResult:
+    """Train a classifier on DATA and leave a run directory at `out`; see Config for settings."""
+    if isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = load_config(preset, config, {**settings, "data": data, "out": out})
+    if not cfg.data:
+        raise DataError("no DATA given: pass a folder, a .npz file or 'demo'")
+    run = RunDir(cfg.out)
+    run.prepare(resume=resume, overwrite=overwrite)
+    handler = _log_to(run.log_file)
+    try:
+        return _train(cfg, run, resume)
+    finally:
+        logging.getLogger("ultrasonic").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
+    start = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed)
+    ds = load_dataset(cfg)
+    _check_splits(ds)
+    save_config(cfg, run.config)
+    run.write_splits(ds.catalog.refs, ds.labels, ds.classes, ds.split, ds.patients)
+    write_json(run.data_report, ds.report())
+    model = build_model(cfg, len(ds.classes))
+    train_batches, val_batches = _batches(cfg, ds)
+    _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches))
+    if not resume and run.backup.exists():
+        shutil.rmtree(run.backup)
+    log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d), backend %s",
+             cfg.model, model.count_params(), cfg.epochs, len(train_batches), cfg.batch_size,
+             keras.backend.backend())
+    model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs,
+              callbacks=_callbacks(cfg, run), verbose=cfg.verbose)
+    best = load_model(run.model)
+    threshold, val_metrics = _operating_point(best, ds, cfg)
+    seconds = time.perf_counter() - start
+    best_epoch = json.loads((run.path / "checkpoint.json").read_text())["epoch"]
+    run.write_meta(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds))
+    plot_history(run.history, run.curves)
+    log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
+    return TrainResult(run.path, best_epoch, threshold, val_metrics, seconds)
+
+
+def _check_splits(ds: Dataset) -> None:
+    for name in ("train", "val"):
+        present = np.unique(ds.labels[ds.indices(name)])
+        if len(present) < len(ds.classes):
+            missing = [c for k, c in enumerate(ds.classes) if k not in present]
+            raise DataError(f"{ds.catalog.root}: the {name} split has no images of {missing}; "
+                            "add images or lower min_split_images / change val_fraction")
+
+
+def _batches(cfg: Config, ds: Dataset) -> tuple[ArrayBatches, ArrayBatches]:
+    n_classes = len(ds.classes)
+    targets = encode_labels(ds.labels, n_classes)
+    train_idx = ds.indices("train")
+    weight = None
+    if cfg.class_weight == "balanced":
+        per_class = class_weights(ds.labels[train_idx], n_classes)
+        weight = per_class[ds.labels]
+        log.info("train: class weights %s", dict(zip(ds.classes, np.round(per_class, 3).tolist())))
+    train_batches = ArrayBatches(ds.images, targets, train_idx, cfg.batch_size, shuffle=True,
+                                 seed=cfg.seed, sample_weight=weight)
+    val_batches = ArrayBatches(ds.images, targets, ds.indices("val"), max(cfg.batch_size, 64))
+    return train_batches, val_batches
+
+
+def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int) -> None:
+    if cfg.lr_schedule == "cosine":
+        total = max(1, cfg.epochs * steps_per_epoch)
+        warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 10, max(1, total - warmup), alpha=0.01,
+                                                    warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    else:
+        lr = cfg.learning_rate
+    if cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=lr)
+    if n_classes == 2:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def _callbacks(cfg: Config, run: RunDir) -> list[keras.callbacks.Callback]:
+    """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume."""
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run.backup)),
+        BestCheckpoint(run.model, monitor=cfg.monitor),
+        keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+    ]
+    if cfg.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, factor=cfg.reduce_lr_factor,
+                                                           patience=cfg.reduce_lr_patience,
+                                                           min_lr=cfg.min_learning_rate))
+    if cfg.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0))
+    return callbacks
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model when `monitor` improves: atomically, remembering the best across resumes."""
+
+    def __init__(self, path: Path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.state_path = self.path.parent / "checkpoint.json"
+        self.sign = -1.0 if ("loss" in monitor or "error" in monitor) else 1.0
+        self.best = -math.inf
+        if self.state_path.exists() and self.path.exists():
+            state = json.loads(self.state_path.read_text())
+            self.best = self.sign * state["value"] if state["monitor"] == monitor else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise DataError(f"checkpoint: metric {self.monitor!r} not in {sorted(logs or {})}; set monitor")
+        if self.sign * value > self.best:
+            self.best = self.sign * value
+            with atomic_path(self.path) as tmp:
+                self.model.save(tmp)
+            write_json(self.state_path, {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1})
+
+
+def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, dict]:
+    """Threshold by Youden's J on the validation split (binary); 0.5 kept for reference."""
+    idx = ds.indices("val")
+    probs = predict_array(model, ds.images, idx)
+    if len(ds.classes) != 2:
+        accuracy = float((probs.argmax(1) == ds.labels[idx]).mean())
+        return 0.5, {"accuracy": accuracy}
+    positive = positive_index(cfg, ds.classes)
+    y = (ds.labels[idx] == positive).astype(int)
+    p = probs[:, positive]
+    threshold = choose_threshold(y, p)
+    metrics = binary_metrics(y, p, threshold)
+    log.info("train: validation ROC-AUC %.4f; threshold %.3f (Youden's J) gives sensitivity %.3f, "
+             "specificity %.3f", metrics["roc_auc"], threshold, metrics["sensitivity"], metrics["specificity"])
+    return threshold, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
+
+
+def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
+          seconds: float) -> dict:
+    binary = len(ds.classes) == 2
+    return {
+        "model_id": hashlib.sha256(run.model.read_bytes()).hexdigest()[:16],
+        "task": "binary" if binary else "multiclass",
+        "classes": ds.classes,
+        "positive_class": ds.classes[positive_index(cfg, ds.classes)] if binary else None,
+        "image_size": [cfg.image_size, cfg.image_size],
+        "channels": cfg.channels,
+        "input": "uint8 (N, H, W, C), raw pixels 0-255; the model normalises itself",
+        "threshold": threshold,
+        "threshold_method": "Youden's J on the validation split" if binary else "argmax",
+        "validation": val_metrics,
+        "best_epoch": best_epoch,
+        "train_seconds": round(seconds, 1),
+        "preset": cfg.preset,
+        "data": {"path": ds.catalog.root, "kind": ds.catalog.kind, "fingerprint": ds.fingerprint(),
+                 "counts": ds.report()["counts"]},
+        "backend": keras.backend.backend(),
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _versions() -> dict:
+    versions = {"ultrasonic": __version__, "keras": keras.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    backend = keras.backend.backend()
+    try:
+        versions[backend] = __import__(backend).__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("ultrasonic")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
