@@ -24,8 +24,10 @@ dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/ultrasonic demo
 
+# Everything under TensorFlow (the default backend), then the end-to-end tests again under JAX.
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -133,7 +133,7 @@ def load_config(
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[name], **from_file, **overrides, "preset": name}
     _check_keys(values, source=str(file) if file else "settings")
-    cfg = Config(**values)
+    cfg = Config(**_check_numbers(values))
     _check_values(cfg)
     return cfg
 
@@ -166,6 +166,25 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
             f"{source}: unknown setting(s) {', '.join(unknown)}; "
             f"known settings: {', '.join(sorted(field_names()))}"
         )
+
+
+def _check_numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """Numbers given as text become numbers; YAML reads `1e-3` (no dot) as a string."""
+    values = dict(values)
+    for f in dataclasses.fields(Config):
+        value, default = values.get(f.name), f.default
+        if f.name not in values or isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        kind = type(default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+                kind is int and isinstance(value, float)):
+            raise ConfigError(f"{f.name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
+        try:
+            values[f.name] = kind(value)
+        except ValueError:
+            raise ConfigError(f"{f.name} must be {'a whole number' if kind is int else 'a number'}, "
+                              f"got {value!r}") from None
+    return values
 
 
 def _check_values(cfg: Config) -> None:

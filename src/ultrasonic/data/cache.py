@@ -3,7 +3,8 @@
 The store is keyed by the content of the files (not their names), the target
 size and the channel count, so a second run on the same data decodes nothing
 and renamed files still hit. It is written atomically with a checksum; an
-entry whose checksum fails is rebuilt, never used. Decoding uses all cores.
+entry whose checksum fails is rebuilt, never used. Decoding uses all cores
+(a thread per core: Pillow decodes without holding the GIL).
 
     loaded = load_images(catalog, size=224, channels=1)
     loaded.images        # (N, 224, 224, 1) uint8, memory-mapped
@@ -14,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,13 +116,13 @@ def _build_entry(store, key, catalog, size, channels, workers, unreadable):
     shape = (n, size, size, channels)
     bad = dict(unreadable)
     with atomic_path(store / f"{key}.npy") as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         todo = [i for i in range(n) if i not in bad]
-        jobs = [(str(tmp), todo[k:k + CHUNK], [str(catalog.path(i)) for i in todo[k:k + CHUNK]], size, channels)
+        jobs = [(images, todo[k:k + CHUNK], [str(catalog.path(i)) for i in todo[k:k + CHUNK]], size, channels)
                 for k in range(0, len(todo), CHUNK)]
         for failures in _run(jobs, workers, n):
             bad.update(failures)
-        images = np.load(tmp, mmap_mode="r")
+        images.flush()
         write_json(store / f"{key}.json", {"format": CACHE_FORMAT, "shape": shape, "root": catalog.root,
                                           "checksum": _checksum(images), "bad": bad})
     seconds = time.perf_counter() - start
@@ -132,35 +132,29 @@ def _build_entry(store, key, catalog, size, channels, workers, unreadable):
 
 
 def _run(jobs: list, workers: int, total: int):
-    """Yield each chunk's failures, decoding in worker processes when it pays off."""
+    """Yield each chunk's failures, decoding on a pool of threads.
+
+    Threads, not processes: Pillow releases the GIL while it decodes and
+    resizes, and threads need no `if __name__ == "__main__"` guard in a user's
+    script, nor a second copy of the array.
+    """
     workers = workers or len(os.sched_getaffinity(0))
-    bar = tqdm(total=total, unit="img", desc="decoding", disable=None, leave=False)
-    try:
-        if workers == 1 or len(jobs) < 2:
-            for job in jobs:
-                yield _decode_chunk(*job)
-                bar.update(len(job[1]))
-            return
-        context = multiprocessing.get_context("spawn")  # fork is unsafe once TensorFlow/JAX started threads
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            futures = {pool.submit(_decode_chunk, *job): len(job[1]) for job in jobs}
-            for future in as_completed(futures):
-                yield future.result()
-                bar.update(futures[future])
-    finally:
-        bar.close()
+    with tqdm(total=total, unit="img", desc="decoding", disable=None, leave=False) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        futures = {pool.submit(_decode_chunk, *job): len(job[1]) for job in jobs}
+        for future in as_completed(futures):
+            yield future.result()
+            bar.update(futures[future])
 
 
-def _decode_chunk(array_path: str, indices: list[int], paths: list[str], size: int, channels: int):
-    """Worker: decode some files straight into the shared .npy; return {index: reason} failures."""
-    images = np.load(array_path, mmap_mode="r+")
+def _decode_chunk(images: np.ndarray, indices: list[int], paths: list[str], size: int, channels: int):
+    """Decode some files straight into the shared array; return {index: reason} failures."""
     failures = {}
     for i, path in zip(indices, paths):
         try:
             images[i] = read_image(path, size=size, channels=channels)
         except BadImageError as exc:
             failures[i] = exc.problem
-    images.flush()
     return failures
 
 

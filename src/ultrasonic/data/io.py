@@ -21,7 +21,9 @@ from ..errors import BadImageError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 # Formats Pillow may decode; anything else is refused before a decoder runs.
-PIL_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+# No "MPO": Pillow opens MPO through JPEG's factory and has no OPEN entry for it,
+# so naming it raises KeyError for every format listed after it.
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
 # 20000 x 20000 grey fits (400 MB); beyond this is treated as a decompression bomb.
 MAX_PIXELS = 500_000_000
 
@@ -51,9 +53,7 @@ def read_image(
     _check_channels(channels)
     data = _read_bytes(source, label)
     if _is_dicom(data):
-        from .dicom import read_dicom
-
-        img = read_dicom(data, label, max_pixels)
+        img = _read_dicom(data, label, max_pixels)
     else:
         img = _open_pil(data, label, max_pixels, size)
     img = _to_channels(img, channels)
@@ -95,6 +95,14 @@ def _read_bytes(source: Source, label: str) -> bytes:
 
 def _is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _read_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
+    try:
+        from .dicom import read_dicom
+    except ImportError:
+        raise BadImageError(label, "is DICOM, which this installation cannot read yet") from None
+    return read_dicom(data, label, max_pixels)
 
 
 def _open_pil(data: bytes, label: str, max_pixels: int, size) -> Image.Image:

@@ -1,7 +1,8 @@
 """Which image goes to train, val and test: stratified, grouped by patient where names say who.
 
-A split the layout gives is kept when it is big enough; a missing or tiny one
-(the Kaggle chest_xray val has 16 images) is carved out of train. Carving is
+A given test split is always kept. A given val split is kept when it is big
+enough; a missing or tiny one (the Kaggle chest_xray val has 16 images) is
+merged into train and a new one carved out of it, as is a missing test split. Carving is
 stratified by class and keeps every image of one patient on the same side,
 so validation never sees a patient that training saw.
 
@@ -51,13 +52,16 @@ def assign_splits(
     """Return the split name of every image and human-readable notes of what was done."""
     split = np.array([g or "train" for g in given], dtype=object)
     notes = []
-    for name in ("val", "test"):
-        count = int((split == name).sum())
-        if count and count < min_images:
-            split[split == name] = "train"
-            notes.append(f"{name}: the given split has only {count} images (< {min_images}); merged into train")
-        elif count:
-            notes.append(f"{name}: kept the given split ({count} images)")
+    count = int((split == "val").sum())
+    if count and count < min_images:
+        split[split == "val"] = "train"
+        notes.append(f"val: the given split has only {count} images (< {min_images}); merged into train")
+    elif count:
+        notes.append(f"val: kept the given split ({count} images)")
+    count = int((split == "test").sum())
+    if count:  # a given test split is never moved into training, however small
+        small = f"; only {count} images: wide confidence intervals" if count < min_images else ""
+        notes.append(f"test: kept the given split ({count} images){small}")
     groups = _groups(refs, patient_pattern, notes)
     rng = np.random.default_rng(seed)
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):

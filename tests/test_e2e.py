@@ -1,0 +1,182 @@
+"""End to end: train on synthetic images made here, then evaluate and predict, through the CLI and
+the Python API. Runs under the default backend and again under KERAS_BACKEND=jax (see Makefile)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ultrasonic.cli import main
+from ultrasonic.data.synthetic import lesion_images
+
+pytestmark = pytest.mark.e2e
+
+SIZE = 32
+FAST = dict(image_size=SIZE, epochs=5, batch_size=16, width=16, tensorboard=False, verbose=0,
+            min_split_images=10, learning_rate=3e-3)
+
+
+def write_class_folders(root, n=300, n_classes=2, seed=0, names=("normal", "pneumonia", "other")):
+    """Synthetic PNGs in root/<class>/, file names carrying a patient id (2 images per patient)."""
+    images, labels, _ = lesion_images(n, size=48, n_classes=n_classes, seed=seed)
+    for i, (x, y) in enumerate(zip(images, labels)):
+        folder = root / names[y]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[..., 0]).save(folder / f"person{i // 2}_img_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    return write_class_folders(tmp_path_factory.mktemp("data") / "cxr")
+
+
+@pytest.fixture(scope="module")
+def trained(folder_data, tmp_path_factory):
+    from ultrasonic import train
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    cache = tmp_path_factory.mktemp("cache")
+    result = train(str(folder_data), str(out), cache_dir=str(cache), **FAST)
+    return result, cache
+
+
+def test_train_leaves_a_complete_run_directory(trained):
+    result, _ = trained
+    run = result.run_dir
+    for name in ("model.keras", "meta.json", "config.yaml", "history.csv", "curves.png", "data_report.json",
+                 "splits.csv", "train.log"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("*tfevents*")) or not (run / "logs").exists()
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["classes"] == ["normal", "pneumonia"]
+    assert meta["image_size"] == [SIZE, SIZE] and meta["channels"] == 1
+    assert 0.0 <= meta["threshold"] <= 1.0
+    assert len(meta["data"]["fingerprint"]) == 32
+    history = (run / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 1 + FAST["epochs"]
+
+
+def test_splits_are_grouped_by_patient_and_saved(trained):
+    import csv
+
+    rows = list(csv.DictReader(open(trained[0].run_dir / "splits.csv")))
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    split_of_patient = {}
+    for r in rows:
+        split_of_patient.setdefault(r["patient"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in split_of_patient.values())
+
+
+def test_model_beats_chance_on_held_out_test_split(trained):
+    from ultrasonic import evaluate
+
+    metrics = evaluate(trained[0].run_dir, n_boot=100)
+    assert metrics["at_0.5"]["roc_auc"]["value"] > 0.8
+    assert metrics["at_threshold"]["accuracy"]["value"] > 0.7
+    for name in ("metrics.json", "confusion_matrix.png", "roc.png", "report.html"):
+        assert (trained[0].run_dir / "eval" / name).is_file()
+    saved = json.loads((trained[0].run_dir / "eval" / "metrics.json").read_text())
+    assert saved["n"] == sum(1 for line in open(trained[0].run_dir / "splits.csv") if ",test," in line)
+
+
+def test_second_train_decodes_nothing(trained, folder_data, tmp_path, caplog):
+    from ultrasonic import train
+
+    _, cache = trained
+    with caplog.at_level("INFO", logger="ultrasonic"):
+        train(str(folder_data), str(tmp_path / "again"), cache_dir=str(cache), **{**FAST, "epochs": 1})
+    assert "(0 decoded)" in caplog.text
+
+
+def test_predict_cli_json_rows(trained, folder_data, capsys):
+    files = sorted((folder_data / "pneumonia").glob("*.png"))[:3]
+    code = main(["predict", str(trained[0].run_dir), *map(str, files), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(rows) == 3
+    for row, f in zip(rows, files):
+        assert set(row) == {"file", "class", "probabilities", "threshold"}
+        assert row["file"] == str(f)
+        assert row["class"] in ("normal", "pneumonia")
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
+
+
+def test_predict_folder_csv_and_bad_file(trained, folder_data, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    code = main(["predict", str(trained[0].run_dir), str(folder_data / "normal"), str(bad), "--format", "csv"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("file,class,p_normal,p_pneumonia,threshold,error")
+    assert len(lines) == 1 + len(list((folder_data / "normal").glob("*.png"))) + 1
+    assert "not a recognised image" in lines[-1]
+    assert code == 1  # a file could not be read: say so in the exit status
+
+
+def test_predictor_api_matches_cli_decision(trained, folder_data):
+    from ultrasonic import Predictor
+
+    p = Predictor(trained[0].run_dir)
+    f = sorted((folder_data / "normal").glob("*.png"))[0]
+    probs = p.predict_proba(p.read(f)[None])
+    row = p.predict_files([f])[0]
+    assert np.allclose(probs[0], [row["probabilities"]["normal"], row["probabilities"]["pneumonia"]], atol=1e-5)
+    assert row["class"] == ("pneumonia" if probs[0, 1] >= p.threshold else "normal")
+
+
+def test_cli_train_evaluate_with_split_folders_and_multiclass(tmp_path, capsys):
+    root = tmp_path / "splits"
+    write_class_folders(root / "train", n=150, n_classes=3, seed=1)
+    write_class_folders(root / "test", n=30, n_classes=3, seed=2)
+    write_class_folders(root / "val", n=9, n_classes=3, seed=3)  # tiny: carved from train instead
+    out = tmp_path / "run3"
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("width: 16\nmin_split_images: 20\nepochs: 1\nlearning_rate: 0.003\nverbose: 0\n")
+    args = ["train", str(root), "--out", str(out), "--config", str(settings), "--epochs", "6",
+            "--image-size", str(SIZE), "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"),
+            "--no-tensorboard"]
+    assert main(args) == 0
+    saved = (out / "config.yaml").read_text()
+    assert "epochs: 6" in saved and "width: 16" in saved  # the flag overrides the file, the file the preset
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["counts"]["test"] == {"normal": 10, "other": 10, "pneumonia": 10}  # given test kept
+    assert any("merged into train" in n for n in report["notes"])
+    assert main(["evaluate", str(out), "--n-boot", "50"]) == 0
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["task"] == "multiclass" and set(metrics["per_class"]) == {"normal", "other", "pneumonia"}
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 30  # every given test image, once
+    assert 0.0 <= metrics["overall"]["macro_roc_auc"]["value"] <= 1.0
+
+
+def test_npz_data_and_seed_preset(tmp_path):
+    from ultrasonic import evaluate, train
+
+    images, labels, _ = lesion_images(120, size=SIZE, seed=4)
+    npz = tmp_path / "mini.npz"
+    np.savez(npz, train_images=images[:80, ..., 0], train_labels=labels[:80, None].astype(np.uint8),
+             val_images=images[80:100, ..., 0], val_labels=labels[80:100, None],
+             test_images=images[100:], test_labels=labels[100:])
+    result = train(str(npz), str(tmp_path / "seedrun"), preset="seed", image_size=SIZE, epochs=2,
+                   min_split_images=10, tensorboard=False, verbose=0, classes=["normal", "pneumonia"])
+    config = (result.run_dir / "config.yaml").read_text()
+    assert "batch_size: 10" in config and "preprocessing: vgg16" in config
+    metrics = evaluate(result.run_dir, n_boot=20)
+    assert metrics["n"] == 20 and metrics["classes"] == ["normal", "pneumonia"]
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    (tmp_path / "data" / "only").mkdir(parents=True)
+    (tmp_path / "data" / "only" / "a.png").write_bytes(b"")
+    code = main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "at least two" in err and "Traceback" not in err
+
+
+def test_console_script_help_runs():
+    out = subprocess.run([sys.executable, "-m", "ultrasonic.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "predict" in out.stdout

@@ -1,0 +1,117 @@
+"""Splits: patient ids from file names, and carving val/test that never share a patient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ultrasonic.config import KERMANY_PATIENT_PATTERN
+from ultrasonic.data.split import assign_splits, patient_ids
+from ultrasonic.errors import ConfigError
+
+
+def patients_data(n_patients: int = 60, seed: int = 1):
+    """Kermany-style names, 1-4 images per patient, class by patient (even: NORMAL)."""
+    rng = np.random.default_rng(seed)
+    refs, labels = [], []
+    for p in range(n_patients):
+        label = p % 2
+        for k in range(rng.integers(1, 5)):
+            refs.append(f"PNEUMONIA/person{p}_bacteria_{k}.jpeg" if label else f"NORMAL/IM-{p:04d}-{k:04d}.jpeg")
+            labels.append(label)
+    return refs, np.array(labels)
+
+
+def split_of(refs, labels, given=None, **kwargs):
+    settings = dict(val_fraction=0.2, test_fraction=0.2, min_images=5,
+                    patient_pattern=KERMANY_PATIENT_PATTERN, seed=0)
+    settings.update(kwargs)
+    return assign_splits(refs, labels, given or [None] * len(refs), **settings)
+
+
+def test_kermany_pattern_finds_the_patient():
+    names = ["train/PNEUMONIA/person12_bacteria_3.jpeg", "person12_virus_9.jpeg", "IM-0115-0001.jpeg",
+             "NORMAL2-IM-1427-0001.jpeg", "IM-0629-0001-0002.jpeg", "scan_0001.png"]
+    assert patient_ids(names, KERMANY_PATIENT_PATTERN) == [
+        "person12", "person12", "IM-0115", "NORMAL2-IM-1427", "IM-0629", None]
+
+
+def test_patient_ids_without_group_use_whole_match_and_no_pattern_gives_none():
+    assert patient_ids(["ab12_x.png"], r"[a-z]+\d+") == ["ab12"]
+    assert patient_ids(["a.png", "b.png"], None) == [None, None]
+
+
+def test_invalid_pattern_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"patient_pattern '\(unclosed' is not a valid regular expression"):
+        patient_ids(["a.png"], "(unclosed")
+
+
+def test_no_patient_is_in_two_splits():
+    refs, labels = patients_data()
+    split, notes = split_of(refs, labels)
+    ids = np.array(patient_ids(refs, KERMANY_PATIENT_PATTERN))
+    for patient in set(ids):
+        assert len(set(split[ids == patient])) == 1, patient
+    assert set(split) == {"train", "val", "test"}
+    assert any("grouped by patient" in note for note in notes)
+
+
+def test_carved_fractions_are_about_right_per_class():
+    refs, labels = patients_data()
+    split, _ = split_of(refs, labels, val_fraction=0.2, test_fraction=0.1)
+    for label in (0, 1):
+        of_class = labels == label
+        assert abs((split[of_class] == "val").mean() - 0.2) < 0.07
+        assert abs((split[of_class] == "test").mean() - 0.1) < 0.07
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    refs, labels = patients_data()
+    first, _ = split_of(refs, labels, seed=3)
+    again, _ = split_of(refs, labels, seed=3)
+    other, _ = split_of(refs, labels, seed=4)
+    np.testing.assert_array_equal(first, again)
+    assert (first != other).any()
+
+
+def test_tiny_given_val_is_merged_into_train_and_recarved():
+    refs, labels = patients_data()
+    given = ["val" if i < 3 else None for i in range(len(refs))]
+    split, notes = split_of(refs, labels, given, min_images=10)
+    assert "val: the given split has only 3 images (< 10); merged into train" in notes
+    assert any(note.startswith("val: carved") for note in notes)
+    assert abs((split == "val").mean() - 0.2) < 0.07
+
+
+def test_big_given_split_is_kept_and_the_missing_one_carved():
+    refs, labels = patients_data()
+    given = ["test" if i % 5 == 0 else None for i in range(len(refs))]
+    split, notes = split_of(refs, labels, given, min_images=10)
+    n_test = given.count("test")
+    np.testing.assert_array_equal(split == "test", np.array(given) == "test")
+    assert f"test: kept the given split ({n_test} images)" in notes
+    assert any(note.startswith("val: carved") for note in notes)
+    assert not any(note.startswith("test: carved") for note in notes)
+
+
+def test_zero_fraction_carves_nothing():
+    refs, labels = patients_data()
+    split, notes = split_of(refs, labels, val_fraction=0.2, test_fraction=0.0)
+    assert "test" not in set(split)
+    assert not any(note.startswith("test:") for note in notes)
+
+
+def test_names_without_patient_ids_are_split_ungrouped():
+    refs = [f"img{i}.png" for i in range(40)]
+    labels = np.arange(40) % 2
+    split, notes = split_of(refs, labels, val_fraction=0.25, test_fraction=0.0)
+    assert (split == "val").sum() == 10
+    assert any("ungrouped" in note for note in notes)
+
+
+def test_small_given_test_split_is_kept_never_trained_on():
+    refs, labels = patients_data()
+    given = ["test" if i < 4 else None for i in range(len(refs))]
+    split, notes = split_of(refs, labels, given, min_images=10)
+    assert split[:4].tolist() == ["test"] * 4 and (split == "test").sum() == 4
+    assert any(note.startswith("test: kept the given split (4 images)") for note in notes)
