@@ -50,10 +50,10 @@ def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tu
     """The run's own split (same files as training saw) or a split of new DATA."""
     cfg = load_config(file=run.config)
     if data is None:
-        if not Path(cfg.data).exists() and cfg.data != "demo":
-            raise RunError(f"{run.path}: its data {cfg.data} is gone; pass DATA to evaluate on")
-        ds = load_dataset(replace(cfg, data=run.read_meta()["data"]["path"], classes=classes),
-                          split_of=run.read_splits())
+        trained_on = run.read_meta()["data"]["path"]  # absolute, whatever the working folder was
+        if not Path(trained_on).exists():
+            raise RunError(f"{run.path}: the data it was trained on ({trained_on}) is gone; pass DATA to evaluate on")
+        ds = load_dataset(replace(cfg, data=trained_on, classes=classes), split_of=run.read_splits())
         return ds, ds.indices(split), f"{cfg.data} [{split} split of the run]"
     named = None if Path(data).is_dir() else classes  # an .npz has no class names of its own
     ds = load_dataset(replace(cfg, data=data, classes=named, val_fraction=0.0, test_fraction=0.0,

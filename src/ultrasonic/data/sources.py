@@ -49,7 +49,7 @@ def open_data(spec: str, classes: list[str] | None = None, cache_dir: str | None
         from .demo import demo_file
 
         return open_npz(demo_file(cache_dir), classes or ["normal", "pneumonia"])
-    path = Path(spec).expanduser()
+    path = Path(spec).expanduser().resolve()
     if not path.exists():
         raise DataError(f"{spec}: no such file or folder")
     if path.is_file():
@@ -58,8 +58,8 @@ def open_data(spec: str, classes: list[str] | None = None, cache_dir: str | None
         return open_npz(path, classes)
     splits = {SPLIT_NAMES[p.name.lower()]: p for p in _subdirs(path) if p.name.lower() in SPLIT_NAMES}
     if "train" in splits:
-        return _open_split_folders(path.resolve(), splits, classes)
-    return _open_class_folders(path.resolve(), classes)
+        return _open_split_folders(path, splits, classes)
+    return _open_class_folders(path, classes)
 
 
 def _subdirs(path: Path) -> list[Path]:
