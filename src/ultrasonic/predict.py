@@ -38,13 +38,15 @@ def predict_array(model: keras.Model, images: np.ndarray, indices: np.ndarray | 
                   batch_size: int = 64) -> np.ndarray:
     """(N, K) class probabilities for images[indices]; a sigmoid output becomes [1 - p, p].
 
-    Every batch is padded to `batch_size`, so the compiled predict step is traced once.
+    A short batch is padded up to the next power of two (at most `batch_size`), so the
+    compiled predict step is traced for a handful of shapes only, and one image costs one.
     """
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     out = []
     for k in range(0, len(indices), batch_size):
         batch = np.asarray(images[indices[k:k + batch_size]])
-        padded = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
+        size = min(batch_size, 1 << (len(batch) - 1).bit_length())
+        padded = np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
         out.append(np.asarray(model.predict_on_batch(padded))[:len(batch)])
     probs = np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype="float32")
     return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
