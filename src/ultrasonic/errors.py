@@ -22,5 +22,9 @@ class BadImageError(UltrasonicError):
         super().__init__(f"{source}: {problem}")
 
 
+class ImageTooLargeError(BadImageError):
+    """An image has more pixels than allowed (a possible decompression bomb)."""
+
+
 class RunError(UltrasonicError):
     """A run directory is missing, incomplete or from an incompatible version."""

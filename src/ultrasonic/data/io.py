@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import BadImageError
+from ..errors import BadImageError, ImageTooLargeError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 # Formats Pillow may decode; anything else is refused before a decoder runs.
@@ -94,7 +94,10 @@ def _read_bytes(source: Source, label: str) -> bytes:
 
 
 def _is_dicom(data: bytes) -> bool:
-    return len(data) >= 132 and data[128:132] == b"DICM"
+    """The 'DICM' preamble, or a bare DICOM data set (whose first bytes no Pillow format shares)."""
+    from .dicom import looks_like_dicom
+
+    return looks_like_dicom(data)
 
 
 def _read_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
@@ -133,10 +136,10 @@ def _check_pixels(wh: tuple[int, int], label: str, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise BadImageError(label, f"image has no pixels ({width} x {height})")
     if width * height > max_pixels:
-        raise BadImageError(
+        raise ImageTooLargeError(
             label,
             f"{width} x {height} px is more than the limit of {max_pixels:,} pixels "
-            "(a possible decompression bomb); raise max_pixels if the image is genuine",
+            "(a possible decompression bomb); if the image is genuine, downscale it first",
         )
 
 
