@@ -1,0 +1,50 @@
+"""The REST service and web page of a trained run: `ultrasonic serve RUN_DIR`.
+
+    from ultrasonic.serve import ServeSettings, serve
+    serve("runs/cxr", host="127.0.0.1", port=8000, settings=ServeSettings(token="s3cret"))
+
+FastAPI and uvicorn come with the `serve` extra: pip install 'ultrasonic[serve]'.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+from ..errors import ConfigError
+from .settings import ServeSettings
+
+__all__ = ["ServeSettings", "serve"]
+
+log = logging.getLogger("ultrasonic")
+
+
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+          settings: ServeSettings = ServeSettings()) -> None:
+    """Load the run, then answer HTTP requests until interrupted (Ctrl-C)."""
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        raise ConfigError(f"the service needs FastAPI and uvicorn ({exc}); install them with "
+                          "pip install 'ultrasonic[serve]'") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
+    app = create_app(run_dir, settings)
+    if not settings.token and not _is_loopback(host):
+        log.warning("listening on %s without --token: anyone who can reach this machine can send images "
+                    "and read the audit log", host)
+    log.info("serving %s (model %s); audit log %s", run_dir, app.state.service.predictor.model_id,
+             settings.db_path(run_dir))
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

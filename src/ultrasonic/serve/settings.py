@@ -1,0 +1,53 @@
+"""ServeSettings: every setting of `ultrasonic serve` that is not where it listens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+MAX_UPLOAD_MB = 32.0
+# Far below read_image's own cap: a service decodes whatever strangers send it.
+MAX_PIXELS = 50_000_000
+CAM_CACHE = 256
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and files of the service; defaults are those of the `serve` command.
+
+    token:          if set, /predict, /predictions and /cam need `Authorization: Bearer <token>`
+    db:             SQLite audit log (default RUN_DIR/audit.sqlite)
+    max_upload_mb:  uploads larger than this get 413
+    max_pixels:     images with more pixels get 413 (decompression bombs)
+    cam_cache:      how many recent Grad-CAM overlays GET /cam/{id}.png can still serve
+    engine:         "keras" (heat maps included) or "onnx" (the exported model.onnx through
+                    ONNX Runtime: no TensorFlow or Keras loaded, no heat maps)
+    """
+
+    token: str | None = None
+    db: Path | None = None
+    max_upload_mb: float = MAX_UPLOAD_MB
+    max_pixels: int = MAX_PIXELS
+    cam_cache: int = CAM_CACHE
+    engine: str = "keras"
+
+    def __post_init__(self):
+        if self.max_upload_mb <= 0:
+            raise ConfigError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"--max-pixels must be positive, got {self.max_pixels}")
+        if self.engine not in ("keras", "onnx"):
+            raise ConfigError(f"--engine must be keras or onnx, got {self.engine!r}")
+        if self.cam_cache < 1:
+            raise ConfigError(f"cam_cache must be at least 1, got {self.cam_cache}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("--token is empty; give a secret string or leave the option out")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def db_path(self, run_dir: str | Path) -> Path:
+        return Path(self.db) if self.db else Path(run_dir) / "audit.sqlite"
