@@ -30,3 +30,11 @@ def make_class_folders():
         return Path(root)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny binary run (32 px synthetic lesions, evaluated), trained once per session: the service tests."""
+    from live_server import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))

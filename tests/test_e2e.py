@@ -18,16 +18,19 @@ pytestmark = pytest.mark.e2e
 
 SIZE = 32
 FAST = dict(image_size=SIZE, epochs=5, batch_size=16, width=16, tensorboard=False, verbose=0,
-            min_split_images=10, learning_rate=3e-3)
+            min_split_images=10, learning_rate=1e-3)
 
 
-def write_class_folders(root, n=300, n_classes=2, seed=0, names=("normal", "pneumonia", "other")):
-    """Synthetic PNGs in root/<class>/, file names carrying a patient id (2 images per patient)."""
+def write_class_folders(root, n=300, n_classes=2, seed=0, names=("normal", "pneumonia", "other"), first_patient=0):
+    """Synthetic PNGs in root/<class>/, file names carrying a patient id (2 images per patient).
+
+    Folders meant as separate splits need distinct `first_patient`: one patient in two splits is a leak.
+    """
     images, labels, _ = lesion_images(n, size=48, n_classes=n_classes, seed=seed)
     for i, (x, y) in enumerate(zip(images, labels)):
         folder = root / names[y]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x[..., 0]).save(folder / f"person{i // 2}_img_{i}.png")
+        Image.fromarray(x[..., 0]).save(folder / f"person{first_patient + i // 2}_img_{i}.png")
     return root
 
 
@@ -131,8 +134,8 @@ def test_predictor_api_matches_cli_decision(trained, folder_data):
 def test_cli_train_evaluate_with_split_folders_and_multiclass(tmp_path, capsys):
     root = tmp_path / "splits"
     write_class_folders(root / "train", n=150, n_classes=3, seed=1)
-    write_class_folders(root / "test", n=30, n_classes=3, seed=2)
-    write_class_folders(root / "val", n=9, n_classes=3, seed=3)  # tiny: carved from train instead
+    write_class_folders(root / "test", n=30, n_classes=3, seed=2, first_patient=1000)
+    write_class_folders(root / "val", n=9, n_classes=3, seed=3, first_patient=2000)  # tiny: carved from train
     out = tmp_path / "run3"
     settings = tmp_path / "settings.yaml"
     settings.write_text("width: 16\nmin_split_images: 20\nepochs: 1\nlearning_rate: 0.003\nverbose: 0\n")

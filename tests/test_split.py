@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ultrasonic.config import KERMANY_PATIENT_PATTERN
-from ultrasonic.data.split import assign_splits, patient_ids
+from ultrasonic.data.split import _groups, assign_splits, patient_ids
 from ultrasonic.errors import ConfigError
 
 
@@ -115,3 +115,23 @@ def test_small_given_test_split_is_kept_never_trained_on():
     split, notes = split_of(refs, labels, given, min_images=10)
     assert split[:4].tolist() == ["test"] * 4 and (split == "test").sum() == 4
     assert any(note.startswith("test: kept the given split (4 images)") for note in notes)
+
+
+def test_identical_images_are_carved_together_like_one_patient():
+    refs = [f"img{i}.png" for i in range(60)]
+    labels = np.arange(60) % 2
+    hashes = [f"h{i % 20}" for i in range(60)]  # 20 contents, 3 copies each (same class: i, i+20, i+40)
+    split, notes = split_of(refs, labels, hashes=hashes, patient_pattern=None, val_fraction=0.25,
+                            test_fraction=0.25)
+    for content in set(hashes):
+        assert len({s for s, h in zip(split, hashes) if h == content}) == 1, content
+    assert set(split) == {"train", "val", "test"}
+    assert any("40 images are identical copies" in note for note in notes)
+    assert any("grouped identical images together" in note for note in notes)
+
+
+def test_a_copy_joins_two_patients_into_one_group():
+    refs = ["person1_a.png", "person1_b.png", "person2_a.png", "person3_a.png"]
+    groups, how = _groups(refs, r"^(person\d+)", [], hashes=["x", "y", "y", "z"])
+    assert groups[0] == groups[1] == groups[2] != groups[3]  # person2's image is a copy of person1's
+    assert how == "grouped by patient and identical images together"

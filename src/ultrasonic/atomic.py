@@ -50,6 +50,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp_path.unlink()
 
 
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder`; return them.
+
+    Only for a folder with no other writer at the time (a run directory being
+    resumed): nothing ever reads these files, they only take space.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

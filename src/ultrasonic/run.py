@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_json, write_text
+from .atomic import remove_leftovers, write_json, write_text
 from .errors import RunError
 
 META_FORMAT = 1
@@ -50,6 +50,9 @@ class RunDir:
                 raise RunError(f"{self.path}: already holds a run; pass --resume to continue it "
                                "or --overwrite to start again")
         self.path.mkdir(parents=True, exist_ok=True)
+        if resume:  # a kill leaves temporary files of atomic writes behind
+            for folder in (self.path, self.backup):
+                remove_leftovers(folder)
 
     def read_meta(self) -> dict:
         if not self.meta_path.exists():

@@ -33,7 +33,7 @@ from .sources import Catalog
 
 log = logging.getLogger("ultrasonic")
 
-CACHE_FORMAT = 1  # bump when read_image's output changes, to invalidate old entries
+CACHE_FORMAT = 2  # bump when read_image's output changes, to invalidate old entries (2: DICOM decoded)
 CHUNK = 32  # images per worker task
 
 

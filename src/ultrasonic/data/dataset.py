@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..atomic import write_json
 from ..config import Config
 from ..errors import DataError
 from .cache import LoadedImages, load_images
+from .leakage import count_by_kind, describe_leaks, find_leaks
 from .sources import Catalog, open_data
 from .split import SPLITS, assign_splits, patient_ids
 
@@ -29,6 +32,7 @@ class Dataset:
     patients: list[str | None]
     loaded: LoadedImages
     notes: list[str]
+    leaks: list[dict] = field(default_factory=list)  # see leakage.find_leaks
 
     @property
     def classes(self) -> list[str]:
@@ -49,18 +53,23 @@ class Dataset:
         return digest.hexdigest()
 
     def report(self) -> dict:
-        """data_report.json: counts per split and class, skipped and unreadable files, notes."""
+        """data_report.json: counts per split and class, skipped and unreadable files, leaks, notes."""
         counts = {s: {c: int(((self.split == s) & (self.labels == k)).sum()) for k, c in enumerate(self.classes)}
                   for s in SPLITS}
         unreadable = [{"file": self.catalog.refs[i], "reason": r} for i, r in sorted(self.loaded.bad.items())]
         return {"data": self.catalog.root, "kind": self.catalog.kind, "classes": self.classes,
                 "counts": counts, "images": len(self.catalog), "skipped": self.catalog.skipped,
-                "unreadable": unreadable, "notes": self.notes,
+                "unreadable": unreadable, "leaks": self.leaks, "notes": self.notes,
                 "cache": {"path": str(self.loaded.path or ""), "decoded": self.loaded.decoded}}
 
 
-def load_dataset(cfg: Config, split_of: dict[str, str] | None = None) -> Dataset:
-    """Open cfg.data, assign splits (or take `split_of`: file -> split), decode via the cache."""
+def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
+                 report_to: str | os.PathLike | None = None) -> Dataset:
+    """Open cfg.data, decode via the cache, assign splits (or take `split_of`: file -> split).
+
+    With `report_to`, data_report.json is written there before unreadable
+    images can stop the run, so the full list is always at hand.
+    """
     catalog = open_data(cfg.data, cfg.classes, cfg.cache_dir)
     log.info("data: %s (%s): %d images, classes %s", catalog.root, catalog.kind, len(catalog), catalog.classes)
     for item in catalog.skipped[:5]:
@@ -68,21 +77,43 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None) -> Dataset
     if len(catalog.skipped) > 5:
         log.warning("data: ... and %d more skipped files (see data_report.json)", len(catalog.skipped) - 5)
     patients = patient_ids(catalog.refs, cfg.patient_pattern)
+    loaded = load_images(catalog, cfg.image_size, cfg.channels, cfg.cache_dir, cfg.workers)
     if split_of is None:
         split, notes = assign_splits(catalog.refs, catalog.labels, catalog.given_split,
                                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                                      min_images=cfg.min_split_images, patient_pattern=cfg.patient_pattern,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, hashes=loaded.hashes)
     else:
         split = np.array([split_of.get(ref, "unused") for ref in catalog.refs], dtype=object).astype(str)
         notes = ["splits: taken from the run's splits.csv"]
     for note in notes:
         log.info("split: %s", note)
-    loaded = load_images(catalog, cfg.image_size, cfg.channels, cfg.cache_dir, cfg.workers)
-    _check_bad(catalog, loaded, cfg)
     split = split.astype(object)
     split[list(loaded.bad)] = "bad"
-    return Dataset(catalog, loaded.images, split.astype(str), patients, loaded, notes)
+    split = split.astype(str)
+    leaks = find_leaks(catalog.refs, split, loaded.hashes, patients)
+    ds = Dataset(catalog, loaded.images, split, patients, loaded, notes, leaks)
+    if report_to is not None:
+        write_json(report_to, ds.report())
+    _check_bad(catalog, loaded, cfg)
+    return ds
+
+
+def check_leakage(ds: Dataset, cfg: Config) -> None:
+    """Stop training on leaks between splits, unless cfg.allow_leakage says go on (with a warning)."""
+    if not ds.leaks:
+        return
+    counts = count_by_kind(ds.leaks)
+    summary = (f"{counts['duplicate image']} image(s) (identical content) and {counts['patient']} patient(s) "
+               "occur in more than one split")
+    lines = describe_leaks(ds.leaks)
+    if not cfg.allow_leakage:
+        raise DataError(f"{ds.catalog.root}: {summary}, so validation and test scores would be too optimistic:\n  "
+                        + "\n  ".join(lines) + "\nremove the copies or move them into one split "
+                        "(or pass --allow-leakage to train anyway)")
+    log.warning("data: leakage allowed: %s; listed in data_report.json", summary)
+    for line in lines:
+        log.warning("data: leak: %s", line)
 
 
 def _check_bad(catalog: Catalog, loaded: LoadedImages, cfg: Config) -> None:
@@ -93,11 +124,15 @@ def _check_bad(catalog: Catalog, loaded: LoadedImages, cfg: Config) -> None:
     for line in first:
         log.warning("data: unreadable image %s", line)
     fraction = len(loaded.bad) / len(catalog)
-    log.warning("data: %d of %d images unreadable (%.1f %%), skipped; listed in data_report.json",
-                len(loaded.bad), len(catalog), 100 * fraction)
+    log.warning("data: %d of %d images unreadable (%.1f %%)%s; listed in data_report.json", len(loaded.bad),
+                len(catalog), 100 * fraction, ", skipped" if cfg.on_bad_image == "skip" else "")
     if cfg.on_bad_image == "fail":
-        raise DataError(f"{first[0]} (and {len(loaded.bad) - 1} more); on_bad_image=fail stops here")
+        index, reason = min(loaded.bad.items())
+        more = f" (and {len(loaded.bad) - 1} more, listed in data_report.json)" if len(loaded.bad) > 1 else ""
+        raise DataError(f"{catalog.path(index)}: {reason}{more}; stopped because on_bad_image=fail: "
+                        "fix or remove the file, or pass --on-bad-image skip to train without it")
     if fraction > cfg.max_bad_fraction:
         raise DataError(f"{catalog.root}: {len(loaded.bad)} of {len(catalog)} images are unreadable "
-                        f"({100 * fraction:.1f} % > max_bad_fraction {100 * cfg.max_bad_fraction:.0f} %), "
-                        f"first: {first[0]}; fix the files or raise max_bad_fraction")
+                        f"({100 * fraction:.1f} % > max_bad_fraction {100 * cfg.max_bad_fraction:g} %), "
+                        f"first: {first[0]}; all are listed in data_report.json; fix the files "
+                        "or raise --max-bad-fraction")

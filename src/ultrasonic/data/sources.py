@@ -125,7 +125,8 @@ def _scan_classes(root: Path, folder: Path, classes: list[str]):
             labels.append(index)
             count += 1
         if count == 0:
-            raise DataError(f"{class_dir}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise DataError(f"{class_dir}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                            "add images, remove the folder, or pass --classes to choose the classes")
     return refs, labels, skipped
 
 

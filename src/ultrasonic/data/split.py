@@ -48,8 +48,14 @@ def assign_splits(
     min_images: int,
     patient_pattern: str | None,
     seed: int,
+    hashes: list[str] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Return the split name of every image and human-readable notes of what was done."""
+    """Return the split name of every image and human-readable notes of what was done.
+
+    `hashes` (content hash per image) keeps identical images on one side of a
+    carved split, as if they were one patient: a copy in val of an image in
+    train would be a leak that no patient id reveals.
+    """
     split = np.array([g or "train" for g in given], dtype=object)
     notes = []
     count = int((split == "val").sum())
@@ -62,7 +68,7 @@ def assign_splits(
     if count:  # a given test split is never moved into training, however small
         small = f"; only {count} images: wide confidence intervals" if count < min_images else ""
         notes.append(f"test: kept the given split ({count} images){small}")
-    groups = _groups(refs, patient_pattern, notes)
+    groups, how = _groups(refs, patient_pattern, notes, hashes)
     rng = np.random.default_rng(seed)
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
         if (split == name).any() or fraction <= 0:
@@ -71,25 +77,63 @@ def assign_splits(
         target = fraction * len(refs) / len(pool)
         chosen = _carve(labels[pool], groups[pool], min(target, 0.5), rng)
         split[pool[chosen]] = name
-        how = "grouped by patient" if _grouped(groups) else "ungrouped"
         notes.append(f"{name}: carved {chosen.sum()} images out of train (stratified, {how})")
     return split.astype(str), notes
 
 
-def _groups(refs: list[str], pattern: str | None, notes: list[str]) -> np.ndarray:
-    """One group per patient id; files without an id are each their own group."""
+def _groups(refs: list[str], pattern: str | None, notes: list[str],
+            hashes: list[str] | None = None) -> tuple[np.ndarray, str]:
+    """A group label per image, and how they were grouped (for the notes).
+
+    Images of one patient are one group; so are identical images (same
+    content hash), and a chain of both (patient A's image is a copy of
+    patient B's) joins them all. Anything else is its own group.
+    """
     ids = patient_ids(refs, pattern)
     found = sum(i is not None for i in ids)
-    if found < len(ids) / 2:
-        if pattern and found:
-            notes.append(f"patients: only {found}/{len(ids)} file names match {pattern!r}; splits not grouped")
-        return np.array([f"#{i}" for i in range(len(refs))], dtype=object)
-    notes.append(f"patients: {len(set(i for i in ids if i))} patient ids in {found}/{len(ids)} file names")
-    return np.array([i if i is not None else f"#{n}" for n, i in enumerate(ids)], dtype=object)
+    by_patient = found >= len(ids) / 2
+    if by_patient:
+        notes.append(f"patients: {len(set(i for i in ids if i))} patient ids in {found}/{len(ids)} file names")
+    elif pattern and found:
+        notes.append(f"patients: only {found}/{len(ids)} file names match {pattern!r}; splits not grouped by patient")
+    names = [p if by_patient and p is not None else f"#{n}" for n, p in enumerate(ids)]
+    keys = [[f"patient:{p}"] if by_patient and p is not None else [] for p in ids]
+    copies = _duplicates(hashes) if hashes is not None else 0
+    if copies:
+        notes.append(f"duplicates: {copies} images are identical copies of another; carving keeps copies together")
+        keys = [k + [f"hash:{h}"] for k, h in zip(keys, hashes)]
+    how = " and ".join(w for w, used in (("by patient", by_patient), ("identical images together", copies)) if used)
+    return _connected(keys, names), f"grouped {how}" if how else "ungrouped"
 
 
-def _grouped(groups: np.ndarray) -> bool:
-    return len(set(groups.tolist())) < len(groups)
+def _duplicates(hashes: list[str]) -> int:
+    """How many images have an identical earlier copy."""
+    return len(hashes) - len(set(hashes))
+
+
+def _connected(keys: list[list[str]], names: list[str]) -> np.ndarray:
+    """Images that share any key get one group, named after its first image's name (union-find).
+
+    Without shared keys beyond the patient, every group keeps its patient's name,
+    so splits are the same as when only patients were grouped.
+    """
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, image_keys in enumerate(keys):
+        for key in image_keys:
+            if key in first:
+                a, b = root(i), root(first[key])
+                parent[max(a, b)] = min(a, b)  # the earliest image is the root
+            else:
+                first[key] = i
+    return np.array([names[root(i)] for i in range(len(keys))], dtype=object)
 
 
 def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
