@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .devices import parse_devices
 from .errors import ConfigError
 
 # Kermany 2018 names: person123_bacteria_456.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg
@@ -70,10 +71,13 @@ class Config:
     # bad images: skip them (listed in data_report.json) or stop at the first
     on_bad_image: str = "skip"
     max_bad_fraction: float = 0.05  # more unreadable images than this stops the run
+    # the same image (content) or patient in two splits stops the run unless allowed
+    allow_leakage: bool = False
     # housekeeping
     seed: int = 42
     cache_dir: str | None = None  # default: $ULTRASONIC_CACHE or ~/.cache/ultrasonic
     workers: int = 0  # decode processes; 0 = all cores
+    devices: str = "1"  # "auto" or a count: data-parallel training over that many devices (devices.py)
     tensorboard: bool = True
     verbose: int = 2
 
@@ -201,6 +205,12 @@ def _check_values(cfg: Config) -> None:
     for name in ("val_fraction", "test_fraction"):
         if not 0 <= getattr(cfg, name) < 0.5:
             raise ConfigError(f"{name} must be in [0, 0.5), got {getattr(cfg, name)}")
+    if not 0 <= cfg.max_bad_fraction <= 1:
+        raise ConfigError(f"max_bad_fraction must be in [0, 1] (0.05 = 5 %), got {cfg.max_bad_fraction}")
+    if not isinstance(cfg.allow_leakage, bool):
+        raise ConfigError(f"allow_leakage must be true or false, got {cfg.allow_leakage!r}")
+    parse_devices(cfg.devices)
+    cfg.devices = str(cfg.devices).strip().lower()  # YAML reads `devices: 2` as a number
     if not 0 <= cfg.label_smoothing < 0.5:
         raise ConfigError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
     if isinstance(cfg.classes, str):

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,12 +23,14 @@ from . import __version__
 from .atomic import atomic_path, write_json
 from .config import Config, load_config, save_config
 from .data.batches import ArrayBatches, class_weights, encode_labels
-from .data.dataset import Dataset, load_dataset
+from .data.dataset import Dataset, check_leakage, load_dataset
+from .devices import Replicas, distribution
 from .errors import DataError
 from .metrics import binary_metrics, choose_threshold
 from .models import build_model
 from .plots import plot_history
 from .predict import load_model, positive_index, predict_array
+from .resume import HistoryCSV, TrainingBackup, clear_backup, restore_backup
 from .run import RunDir
 
 log = logging.getLogger("ultrasonic")
@@ -67,27 +68,32 @@ def train(data: str | None = None, out: str | None = None, *, preset: str | None
 def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
     start = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    ds = load_dataset(cfg)
+    ds = load_dataset(cfg, report_to=run.data_report)  # the report is written even if the data stops the run
+    check_leakage(ds, cfg)
     _check_splits(ds)
     save_config(cfg, run.config)
     run.write_splits(ds.catalog.refs, ds.labels, ds.classes, ds.split, ds.patients)
-    write_json(run.data_report, ds.report())
-    model = build_model(cfg, len(ds.classes))
-    train_batches, val_batches = _batches(cfg, ds)
-    _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches))
-    if not resume and run.backup.exists():
-        shutil.rmtree(run.backup)
-    log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d), backend %s",
-             cfg.model, model.count_params(), cfg.epochs, len(train_batches), cfg.batch_size,
-             keras.backend.backend())
-    model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs,
-              callbacks=_callbacks(cfg, run), verbose=cfg.verbose)
+    with distribution(cfg.devices, cfg.batch_size) as replicas:  # build, compile and fit on those devices
+        model = build_model(cfg, len(ds.classes))
+        train_batches, val_batches = _batches(cfg, ds, replicas)
+        _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches))
+        if not resume:
+            clear_backup(run.backup)
+        initial_epoch = restore_backup(model, run.backup) if resume else 0
+        log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d), backend %s",
+                 cfg.model, model.count_params(), cfg.epochs, len(train_batches), cfg.batch_size,
+                 keras.backend.backend())
+        # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
+        # the batches with Python's global `random`, which differs between one device and several.
+        model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                  callbacks=_callbacks(cfg, run), verbose=cfg.verbose, shuffle=False)
     best = load_model(run.model)
     threshold, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
     best_epoch = json.loads((run.path / "checkpoint.json").read_text())["epoch"]
     run.write_meta(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds))
     plot_history(run.history, run.curves)
+    clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
     log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
     return TrainResult(run.path, best_epoch, threshold, val_metrics, seconds)
 
@@ -101,7 +107,8 @@ def _check_splits(ds: Dataset) -> None:
                             "add images or lower min_split_images / change val_fraction")
 
 
-def _batches(cfg: Config, ds: Dataset) -> tuple[ArrayBatches, ArrayBatches]:
+def _batches(cfg: Config, ds: Dataset, replicas: Replicas) -> tuple[ArrayBatches, ArrayBatches]:
+    """Training and validation batches; on several devices every batch splits evenly (see ArrayBatches)."""
     n_classes = len(ds.classes)
     targets = encode_labels(ds.labels, n_classes)
     train_idx = ds.indices("train")
@@ -110,9 +117,11 @@ def _batches(cfg: Config, ds: Dataset) -> tuple[ArrayBatches, ArrayBatches]:
         per_class = class_weights(ds.labels[train_idx], n_classes)
         weight = per_class[ds.labels]
         log.info("train: class weights %s", dict(zip(ds.classes, np.round(per_class, 3).tolist())))
+    split = dict(multiple_of=replicas.count, part=(replicas.process, replicas.processes))
     train_batches = ArrayBatches(ds.images, targets, train_idx, cfg.batch_size, shuffle=True,
-                                 seed=cfg.seed, sample_weight=weight)
-    val_batches = ArrayBatches(ds.images, targets, ds.indices("val"), max(cfg.batch_size, 64))
+                                 seed=cfg.seed, sample_weight=weight, **split)
+    val_batch = -(-max(cfg.batch_size, 64) // replicas.count) * replicas.count
+    val_batches = ArrayBatches(ds.images, targets, ds.indices("val"), val_batch, **split)
     return train_batches, val_batches
 
 
@@ -138,12 +147,16 @@ def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: i
 
 
 def _callbacks(cfg: Config, run: RunDir) -> list[keras.callbacks.Callback]:
-    """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume."""
+    """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume.
+
+    Order matters for a kill between two of them (see resume.py): the history
+    row and the checkpoint of an epoch are written before its backup, so a
+    resumed run redoes that epoch and replaces them rather than missing them.
+    """
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.backup)),
+        HistoryCSV(run.history),
         BestCheckpoint(run.model, monitor=cfg.monitor),
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
     ]
     if cfg.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, factor=cfg.reduce_lr_factor,
@@ -151,7 +164,7 @@ def _callbacks(cfg: Config, run: RunDir) -> list[keras.callbacks.Callback]:
                                                            min_lr=cfg.min_learning_rate))
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0))
-    return callbacks
+    return callbacks + [TrainingBackup(run.backup)]
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -31,23 +31,35 @@ class ArrayBatches(keras.utils.PyDataset):
 
     Indices inside a batch are sorted, so reads from a memory-mapped cache
     are sequential-ish; the order of batches is what is random.
+
+    Several devices (see devices.py) need every batch to split evenly:
+    `multiple_of=N` drops the last few images of each shuffled epoch (other
+    images each epoch) or, unshuffled, repeats the first few to fill the last
+    batch. On several hosts, `part=(k, n)` gives process k its 1/n of every
+    global batch; all processes shuffle with the same seed.
     """
 
-    def __init__(self, images, targets, indices, batch_size, *, shuffle=False, seed=0, sample_weight=None):
+    def __init__(self, images, targets, indices, batch_size, *, shuffle=False, seed=0, sample_weight=None,
+                 multiple_of=1, part=(0, 1)):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.targets = images, targets
         self.indices = np.asarray(indices)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.sample_weight = sample_weight
+        self.multiple_of, self.part = int(multiple_of), part
+        if not shuffle and len(self.indices) % self.multiple_of:
+            fill = self.multiple_of - len(self.indices) % self.multiple_of
+            self.indices = np.concatenate([self.indices, np.resize(self.indices, fill)])
         self._rng = np.random.default_rng(seed)
         self._order = self._new_order()
 
     def __len__(self) -> int:
-        return max(1, -(-len(self.indices) // self.batch_size))
+        return max(1, -(-len(self._order) // self.batch_size))
 
     def __getitem__(self, batch: int):
         rows = np.sort(self._order[batch * self.batch_size:(batch + 1) * self.batch_size])
+        rows = rows[self.part[0]::self.part[1]]
         x = np.asarray(self.images[rows])
         y = self.targets[rows]
         if self.sample_weight is None:
@@ -58,4 +70,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self._order = self._new_order()
 
     def _new_order(self) -> np.ndarray:
-        return self._rng.permutation(self.indices) if self.shuffle else self.indices
+        if not self.shuffle:
+            return self.indices
+        order = self._rng.permutation(self.indices)
+        return order[:len(order) - len(order) % self.multiple_of]

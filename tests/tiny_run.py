@@ -1,0 +1,60 @@
+"""A run directory without training, for tests of what reads a run (export, engines, batch prediction).
+
+The network is the real one of a preset, built and saved untrained (seconds,
+not a training run); meta.json carries what `train` writes that readers use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ultrasonic.data.synthetic import lesion_images
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_run(path: Path, preset: str = "default", size: int = 32, channels: int = 1,
+             classes: tuple[str, ...] = ("normal", "pneumonia"), threshold: float = 0.5, seed: int = 0) -> Path:
+    """A loadable run at `path`: model.keras of `preset`'s network, untrained, and its meta.json."""
+    import keras
+
+    from ultrasonic.config import load_config
+    from ultrasonic.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    cfg = load_config(preset, overrides=dict(image_size=size, channels=channels, width=16, seed=seed))
+    path.mkdir(parents=True, exist_ok=True)
+    build_model(cfg, len(classes)).save(path / "model.keras")
+    meta = {"format": 1, "model_id": hashlib.sha256((path / "model.keras").read_bytes()).hexdigest()[:16],
+            "task": "binary" if len(classes) == 2 else "multiclass", "classes": list(classes),
+            "positive_class": classes[1] if len(classes) == 2 else None, "image_size": [size, size],
+            "channels": channels, "threshold": threshold, "preset": preset}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def write_images(folder: Path, n: int, size: int = 40, seed: int = 0, prefix: str = "img") -> list[Path]:
+    """n synthetic grey PNGs in `folder`, named prefix000.png, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, _, _ = lesion_images(n, size=size, seed=seed)
+    paths = []
+    for i, x in enumerate(images):
+        paths.append(folder / f"{prefix}{i:03d}.png")
+        Image.fromarray(x[..., 0]).save(paths[-1])
+    return paths
+
+
+def real_chest_xrays(n: int) -> list[Path]:
+    """The first n files of each class of the shared chest X-ray JPEGs ([] when absent)."""
+    root = REAL_DATA / "chest_xray_224" / "train"
+    return [f for cls in ("NORMAL", "PNEUMONIA") for f in sorted((root / cls).glob("*.jpeg"))[:n]] \
+        if root.is_dir() else []
+
+
+def random_uint8(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
