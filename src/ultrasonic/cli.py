@@ -14,9 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UltrasonicError
+from .errors import ConfigError, UltrasonicError
 
-DEMO_SETTINGS = dict(image_size=64, epochs=6, batch_size=32)
+# The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
+# published splits, so that its figures compare with MedMNIST's, and lists the copies (with a warning).
+DEMO_SETTINGS = dict(image_size=64, epochs=6, batch_size=32, allow_leakage=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
+    _add_explain(sub)
+    _add_bench(sub)
+    _add_serve(sub)
     demo = sub.add_parser("demo", help="train + evaluate on the demo data, print where the report is")
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"])
@@ -64,9 +70,14 @@ def _add_train(sub) -> None:
     p.add_argument("--test-fraction", type=float)
     p.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
     p.add_argument("--on-bad-image", choices=["skip", "fail"])
-    p.add_argument("--max-bad-fraction", type=float)
+    p.add_argument("--max-bad-fraction", type=float, help="stop if more images than this are unreadable "
+                   "(default 0.05)")
+    p.add_argument("--allow-leakage", action="store_true", default=None,
+                   help="train even if an image or patient is in two splits (default: stop)")
     p.add_argument("--cache-dir", help="decoded-image cache (default $ULTRASONIC_CACHE or ~/.cache/ultrasonic)")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    p.add_argument("--devices", help="'auto' or N: data-parallel training over N devices; the batch size is "
+                   "global (default 1; see docs/scaling.md)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -89,18 +100,65 @@ def _add_predict(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
+    p.add_argument("--engine", choices=["keras", "onnx"], default="keras",
+                   help="keras (model.keras) or onnx (model.onnx from `ultrasonic export`, no TensorFlow)")
+    p.add_argument("--out", metavar="CSV", help="stream rows into this CSV as they are done (large archives)")
+    p.add_argument("--resume", action="store_true", help="with --out: skip the files already in the CSV")
+    p.add_argument("--shard", metavar="K/N", help="with --out: only the K-th of N stable shards of the files")
     p.set_defaults(func=_predict)
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="the run's model as ONNX or SavedModel, with its classes and threshold")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx")
+    p.add_argument("--out", help="default RUN_DIR/model.onnx or RUN_DIR/savedmodel/; metadata goes to OUT.json")
+    p.set_defaults(func=_export)
+
+
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM heat maps over image files and folders, as PNGs")
+    p.add_argument("run_dir")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the <name>_cam.png overlays")
+    p.add_argument("--layer", help="target layer (default: chosen automatically, see docs/explain.md)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=_explain)
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="REST service and web page for a run (FastAPI on uvicorn)")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--token", default=os.environ.get("ULTRASONIC_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' on /predict, /predictions and /cam "
+                        "(default $ULTRASONIC_TOKEN; none)")
+    p.add_argument("--db", help="SQLite audit log of every prediction (default RUN_DIR/audit.sqlite)")
+    p.add_argument("--max-upload-mb", type=float, help="largest upload accepted (default 32)")
+    p.add_argument("--max-pixels", type=int,
+                   help="largest image in pixels, against decompression bombs (default 50 million)")
+    p.add_argument("--engine", choices=["keras", "onnx"],
+                   help="keras (default; with heat maps) or onnx: RUN_DIR/model.onnx through ONNX Runtime, "
+                        "no TensorFlow needed, no heat maps (make it with `ultrasonic export`)")
+    p.set_defaults(func=_serve)
+
+
 def _train(args) -> int:
-    from .training import train
+    from .config import load_config
+    from .devices import prepare_backend
 
     settings = {k: getattr(args, k) for k in ("epochs", "image_size", "channels", "batch_size", "learning_rate",
                                               "seed", "classes", "positive_class", "val_fraction",
                                               "test_fraction", "patient_pattern", "on_bad_image",
-                                              "max_bad_fraction", "cache_dir", "workers", "tensorboard")}
-    result = train(args.data, args.out, preset=args.preset, config=args.config, resume=args.resume,
-                   overwrite=args.overwrite, **settings)
+                                              "max_bad_fraction", "allow_leakage", "cache_dir", "workers",
+                                              "tensorboard", "devices")}
+    cfg = load_config(args.preset, args.config, {**settings, "data": args.data, "out": args.out})
+    prepare_backend(cfg.devices)  # before Keras is imported: some device settings are fixed at start-up
+    from .training import train
+
+    result = train(config=cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {result.run_dir}")
     return 0
 
@@ -118,9 +176,57 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from .predict import Predictor
 
-    rows = Predictor(args.run_dir).predict_files(args.paths, batch_size=args.batch_size)
+    if args.cam and args.engine != "keras":
+        raise ConfigError("--cam needs the keras engine: heat maps come from the model's gradients")
+    if (args.resume or args.shard) and not args.out:
+        raise ConfigError("--resume and --shard go with --out CSV")
+    if args.out:
+        return _predict_to_csv(args, Predictor(args.run_dir, engine=args.engine))
+    if args.cam:
+        from .explain import explain_files
+
+        rows = explain_files(Predictor(args.run_dir), args.paths, args.cam)
+    else:
+        rows = Predictor(args.run_dir, engine=args.engine).predict_files(args.paths, batch_size=args.batch_size)
     {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _predict_to_csv(args, predictor) -> int:
+    from .archive import parse_shard, predict_to_csv
+
+    shard = parse_shard(args.shard) if args.shard else None
+    done = predict_to_csv(predictor, args.paths, args.out, batch_size=args.batch_size, resume=args.resume,
+                          shard=shard, progress=not args.quiet)
+    print(f"{args.out}: {done.written} rows added ({done.errors} unreadable files), "
+          f"{done.skipped} already there", file=sys.stderr)
+    return 1 if done.errors else 0
+
+
+def _export(args) -> int:
+    from .export import export
+
+    out = export(args.run_dir, args.format, args.out)
+    print(f"exported: {out} (metadata: {out.name}.json beside it)")
+    return 0
+
+
+def _explain(args) -> int:
+    from .explain import explain_files
+    from .predict import Predictor
+
+    rows = explain_files(Predictor(args.run_dir), args.paths, args.out, layer=args.layer)
+    {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def _serve(args) -> int:
+    from .serve import ServeSettings, serve
+
+    given = {k: getattr(args, k) for k in ("token", "db", "max_upload_mb", "max_pixels", "engine")}
+    settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    serve(args.run_dir, args.host, args.port, settings)
+    return 0
 
 
 def _print_json(rows: list[dict]) -> None:
@@ -130,26 +236,57 @@ def _print_json(rows: list[dict]) -> None:
 def _print_csv(rows: list[dict]) -> None:
     classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
     writer = csv.writer(sys.stdout)
-    writer.writerow(["file", "class", *[f"p_{c}" for c in classes], "threshold", "error"])
+    cam = ["cam"] if any("cam" in r for r in rows) else []
+    writer.writerow(["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", *cam])
     for r in rows:
         probs = r.get("probabilities", {})
         writer.writerow([r["file"], r.get("class", ""), *[probs.get(c, "") for c in classes],
-                         "" if r.get("threshold") is None else r["threshold"], r.get("error", "")])
+                         "" if r.get("threshold") is None else r["threshold"], r.get("error", ""),
+                         *[r.get("cam", "") for _ in cam]])
 
 
 def _print_table(rows: list[dict]) -> None:
     classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
     width = max([len("file")] + [len(r["file"]) for r in rows])
-    print(f"{'file':<{width}}  {'class':<12}" + "".join(f"  p({c})"[:14].rjust(14) for c in classes))
+    cam = "  cam" if any("cam" in r for r in rows) else ""
+    print(f"{'file':<{width}}  {'class':<12}" + "".join(f"  p({c})"[:14].rjust(14) for c in classes) + cam)
     for r in rows:
         if "error" in r:
             print(f"{r['file']:<{width}}  ERROR: {r['error']}")
             continue
         probs = "".join(f"{r['probabilities'][c]:14.4f}" for c in classes)
-        print(f"{r['file']:<{width}}  {r['class']:<12}{probs}")
+        print(f"{r['file']:<{width}}  {r['class']:<12}{probs}" + (f"  {r['cam']}" if "cam" in r else ""))
     threshold = next((r.get("threshold") for r in rows if r.get("threshold") is not None), None)
     if threshold is not None:
         print(f"(threshold {threshold:.3f} on p({classes[1] if len(classes) > 1 else ''}))")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run the speed benchmarks (train, decode, predict) of a source checkout")
+    p.add_argument("--out", default="runs/bench", help="folder for the JSON results (default runs/bench)")
+    p.add_argument("--only", choices=["train", "decode", "predict"], action="append",
+                   help="run only this benchmark (repeatable)")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args) -> int:
+    import subprocess
+
+    from .errors import ConfigError
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not (folder / "bench_train.py").exists():
+        raise ConfigError(f"{folder}: no benchmarks here; `ultrasonic bench` runs from a source checkout")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in args.only or ["train", "decode", "predict"]:
+        print(f"== bench_{name}.py", flush=True)
+        target = out / f"{name}.json"
+        subprocess.run([sys.executable, str(folder / f"bench_{name}.py"), "--json", str(target)], check=True)
+        results[name] = json.loads(target.read_text())["ratio"]
+    print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in results.items()) + f"  (JSON in {out})")
+    return 0
 
 
 def _demo(args) -> int:
@@ -164,9 +301,21 @@ def _demo(args) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (notebooks and test runners swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("ultrasonic")
     logger.handlers[:] = [handler]
