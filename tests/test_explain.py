@@ -92,12 +92,14 @@ def test_gradcam_shape_range_and_input_checks():
         gradcam(model, random_images(1), layer="gap")
 
 
-def keras_nodes() -> int:
-    """How many Keras graph nodes exist in this process."""
+def keras_nodes(model: keras.Model) -> int:
+    """How many Keras graph nodes in this process belong to the model's layers (not other tests' garbage)."""
     import gc
 
     gc.collect()
-    return sum(1 for o in gc.get_objects() if type(o).__name__ == "Node" and type(o).__module__.startswith("keras"))
+    layers = {id(layer) for layer in model.layers}
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == "Node" and type(o).__module__.startswith("keras")
+               and id(getattr(o, "operation", None)) in layers)
 
 
 @pytest.mark.e2e
@@ -107,10 +109,10 @@ def test_repeated_gradcam_leaves_the_model_graph_as_it_was():
     model = gap_model()
     images = random_images(1)
     first = gradcam(model, images)
-    nodes = keras_nodes()
+    nodes = keras_nodes(model)
     for _ in range(5):
         assert np.allclose(gradcam(model, images), first)
-    assert keras_nodes() == nodes
+    assert keras_nodes(model) == nodes
 
 
 def test_target_layers_of_the_project_networks():

@@ -1,0 +1,418 @@
+"""Load test of `ultrasonic serve`: 2,000 requests from 16 concurrent clients, a tenth of them malformed.
+
+Starts `ultrasonic serve RUN` on 127.0.0.1 (a free port, a fresh audit log in
+a temporary folder), sends the requests from a thread pool (httpx, loopback
+only), then checks and prints:
+
+- zero 5xx answers, every malformed request a 4xx, every good image a 200;
+- every 200 logged exactly once in the audit log: its SQLite file holds one
+  row per 200 and no other, each with the id and SHA-256 the answer gave;
+- the server's resident memory (VmRSS) at the end within 20 % of its value
+  after the first 100 requests (sampled every 100 requests, printed);
+- no traceback in the server's log; requests/s and latency p50/p95.
+
+Malformed: random bytes, a truncated JPEG, an empty file, a text file named
+.png, and a multipart form without the `file` field, in equal shares. Good:
+distinct chest X-ray JPEGs from ../shared/data/chest_xray_224 when present,
+else synthetic PNGs. Without --run, a tiny 64 px run is trained on synthetic
+images first (about a minute), so this works on a fresh clone.
+
+    python benchmarks/load_serve.py [--run RUN_DIR] [--requests 2000] [--clients 16] [--json out.json]
+
+Exit status 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from common import SHARED, machine  # noqa: E402
+
+MALFORMED = ("random_bytes", "truncated_jpeg", "empty_file", "text_file", "missing_field")
+SIZE = 64  # the tiny run's input size and the synthetic images' size
+START_TIMEOUT_S = 300  # importing the backend and loading the model, on busy cores
+REQUEST_TIMEOUT_S = 300  # 16 requests queue behind one model lock on 2 cores
+MEMORY_BASE_AFTER = 100
+MEMORY_TOLERANCE = 0.20
+
+
+@dataclass
+class Request:
+    kind: str  # "good" or one of MALFORMED
+    name: str
+    data: bytes | None  # None: no file part at all (missing_field)
+
+
+@dataclass
+class Answer:
+    kind: str
+    status: int | None  # None: no answer (connection error or timeout)
+    seconds: float
+    body: dict | list | None
+    sha256: str | None  # of the bytes sent
+    error: str | None = None
+
+
+@dataclass
+class Load:
+    answers: list[Answer] = field(default_factory=list)
+    rss_mb: list[tuple[int, float]] = field(default_factory=list)  # (requests answered, VmRSS MB)
+    seconds: float = 0.0
+
+
+# ---- the run and the requests ------------------------------------------------------------------------------
+
+def train_tiny_run(root: Path) -> Path:
+    """A 64 px binary run trained for 3 epochs on synthetic lesion PNGs (about a minute on 2 cores)."""
+    from PIL import Image
+
+    from ultrasonic import train
+    from ultrasonic.data.synthetic import lesion_images
+
+    images, labels, _ = lesion_images(160, size=SIZE, seed=0)
+    for i, (x, y) in enumerate(zip(images, labels)):
+        folder = root / "data" / ("normal", "pneumonia")[y]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[..., 0]).save(folder / f"person{i // 2}_img_{i}.png")
+    result = train(str(root / "data"), str(root / "run"), cache_dir=str(root / "cache"), image_size=SIZE, epochs=3,
+                   batch_size=16, width=16, tensorboard=False, verbose=0, min_split_images=10)
+    return Path(result.run_dir)
+
+
+def good_images(n: int) -> tuple[list[tuple[str, bytes]], str]:
+    """n distinct images as (name, bytes): real chest X-ray JPEGs spread over the folder, else synthetic PNGs."""
+    root = SHARED / "chest_xray_224"
+    files = sorted(root.rglob("*.jpeg")) if root.is_dir() else []
+    if len(files) >= n:
+        picked = [files[round(k * len(files) / n)] for k in range(n)]
+        return [(p.name, p.read_bytes()) for p in picked], f"{n} chest X-ray JPEGs from {root}"
+    from ultrasonic.data.synthetic import lesion_images
+
+    images, _, _ = lesion_images(n, size=SIZE, seed=1)
+    return [(f"synthetic{k:04d}.png", _encode(x[..., 0], "PNG")) for k, x in enumerate(images)], \
+        f"{n} synthetic {SIZE} px PNGs ({root} absent or too small)"
+
+
+def _encode(array: np.ndarray, fmt: str, **kwargs) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def malformed(kind: str, k: int, rng: np.random.Generator, jpeg: bytes) -> Request:
+    """The k-th malformed request of `kind`."""
+    if kind == "random_bytes":
+        return Request(kind, f"noise{k}.png", rng.bytes(int(rng.integers(1, 8192))))
+    if kind == "truncated_jpeg":
+        return Request(kind, f"cut{k}.jpeg", jpeg[:int(len(jpeg) * rng.uniform(0.05, 0.6))])
+    if kind == "empty_file":
+        return Request(kind, f"empty{k}.png", b"")
+    if kind == "text_file":
+        return Request(kind, f"notes{k}.png", f"patient notes {k}, not an image\n".encode() * 20)
+    return Request(kind, f"wrong_field{k}.png", None)
+
+
+def plan(n: int, bad_fraction: float, seed: int) -> tuple[list[Request], str]:
+    """n requests in a shuffled order, round(n * bad_fraction) of them malformed (equal shares of each kind)."""
+    rng = np.random.default_rng(seed)
+    n_bad = round(n * bad_fraction)
+    good, source = good_images(n - n_bad)
+    jpeg = next((data for name, data in good if name.endswith(".jpeg")), None) or _encode(
+        rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8), "JPEG", quality=90)
+    requests = [Request("good", name, data) for name, data in good]
+    requests += [malformed(MALFORMED[k % len(MALFORMED)], k, rng, jpeg) for k in range(n_bad)]
+    return [requests[i] for i in rng.permutation(len(requests))], source
+
+
+# ---- the server ----------------------------------------------------------------------------------------------
+
+class Server:
+    """`python -m ultrasonic.cli serve RUN` on 127.0.0.1 and a free port, with its own audit log and log file."""
+
+    def __init__(self, run_dir: Path, db: Path, log_path: Path):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db, self.log_path = db, log_path
+        self._log = open(log_path, "ab")
+        command = [sys.executable, "-m", "ultrasonic.cli", "serve", str(run_dir), "--host", "127.0.0.1",
+                   "--port", str(self.port), "--db", str(db)]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._wait_until_healthy()
+
+    def _wait_until_healthy(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"the server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        sys.exit(f"the server did not answer /health within {START_TIMEOUT_S} s:\n{self.log()[-3000:]}")
+
+    def rss_mb(self, field_name: str = "VmRSS") -> float:
+        """The server process's resident memory (or another /proc status field), in MB; NaN once it has exited."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            pass
+        return float("nan")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()  # uvicorn shuts down cleanly on SIGTERM
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+# ---- the load ------------------------------------------------------------------------------------------------
+
+def send(client, url: str, request: Request) -> Answer:
+    """One POST /predict; the answer, its time and the SHA-256 of the bytes sent."""
+    import httpx
+
+    if request.data is None:
+        files = {"image": (request.name, b"a file in the wrong field")}
+    else:
+        files = {"file": (request.name, request.data)}
+    sha = hashlib.sha256(request.data).hexdigest() if request.data is not None else None
+    start = time.perf_counter()
+    try:
+        reply = client.post(url + "/predict", files=files)
+    except httpx.HTTPError as exc:
+        return Answer(request.kind, None, time.perf_counter() - start, None, sha, f"{type(exc).__name__}: {exc}")
+    seconds = time.perf_counter() - start
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    return Answer(request.kind, reply.status_code, seconds, body, sha)
+
+
+def run_load(server: Server, requests: list[Request], clients: int, time_limit: float) -> Load:
+    """Send every request from `clients` threads at once; sample the server's RSS every 100 answers."""
+    import httpx
+
+    load = Load()
+    lock = threading.Lock()
+    deadline = time.monotonic() + time_limit
+
+    def one(request: Request) -> None:
+        if time.monotonic() > deadline:
+            return  # over the time limit: left unsent, and reported as unanswered
+        answer = send(client, server.url, request)
+        with lock:
+            load.answers.append(answer)
+            done = len(load.answers)
+            if done % 100 == 0:
+                load.rss_mb.append((done, server.rss_mb()))
+                print(f"  {done:5d} answered, server VmRSS {load.rss_mb[-1][1]:.1f} MB", flush=True)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            list(pool.map(one, requests))
+        load.seconds = time.perf_counter() - start
+    return load
+
+
+# ---- the checks ----------------------------------------------------------------------------------------------
+
+def audit_rows(db: Path) -> list[tuple[int, str]]:
+    """(id, sha256) of every row of the audit log, read from the SQLite file itself (read-only)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT id, sha256 FROM predictions").fetchall()
+    finally:
+        conn.close()
+
+
+def audit_check(answers: list[Answer], rows: list[tuple[int, str]], total_header: int | None) -> dict:
+    """Each 200 logged exactly once, with its id and the SHA-256 of the bytes sent; no other row."""
+    ok = [a for a in answers if a.status == 200]
+    by_id = collections.Counter(row_id for row_id, _ in rows)
+    sha_of = dict(rows)
+    matched = sum(1 for a in ok if isinstance(a.body, dict) and by_id.get(a.body.get("id")) == 1
+                  and sha_of[a.body["id"]] == a.body.get("sha256") == a.sha256)
+    returned_ids = {a.body.get("id") for a in ok if isinstance(a.body, dict)}
+    return {"rows": len(rows), "answered_200": len(ok), "matched": matched,
+            "rows_not_answered": len(set(by_id) - returned_ids), "x_total_count": total_header,
+            "passed": matched == len(ok) == len(rows) and total_header == len(rows)}
+
+
+def percentiles_ms(answers: list[Answer]) -> dict:
+    seconds = [a.seconds for a in answers if a.status is not None]
+    if not seconds:
+        return {"n": 0}
+    p50, p95 = np.percentile(seconds, [50, 95]) * 1000
+    return {"n": len(seconds), "p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1),
+            "max_ms": round(max(seconds) * 1000, 1)}
+
+
+def evaluate(load: Load, n_planned: int, audit: dict, log_text: str, rss_end: float) -> tuple[dict, dict]:
+    """The figures and the named checks (each: passed, and what was seen)."""
+    answers = load.answers
+    bad = [a for a in answers if a.kind != "good"]
+    good = [a for a in answers if a.kind == "good"]
+    statuses = collections.Counter(str(a.status) for a in answers)
+    by_kind = {kind: dict(collections.Counter(str(a.status) for a in answers if a.kind == kind))
+               for kind in ("good", *MALFORMED)}
+    n_5xx = sum(1 for a in answers if a.status is not None and a.status >= 500)
+    bad_4xx = sum(1 for a in bad if a.status is not None and 400 <= a.status < 500
+                  and isinstance(a.body, dict) and a.body.get("detail"))
+    good_200 = sum(1 for a in good if a.status == 200)
+    base = next((mb for done, mb in load.rss_mb if done == MEMORY_BASE_AFTER), float("nan"))
+    growth = rss_end / base - 1
+    tracebacks = log_text.count("Traceback")
+    figures = {
+        "requests": n_planned, "answered": sum(1 for a in answers if a.status is not None),
+        "seconds": round(load.seconds, 1), "requests_per_s": round(len(answers) / load.seconds, 2),
+        "latency_all": percentiles_ms(answers), "latency_good": percentiles_ms(good),
+        "latency_malformed": percentiles_ms(bad), "status": dict(statuses), "status_by_kind": by_kind,
+        "audit": audit, "rss_mb_after_100": round(base, 1), "rss_mb_end": round(rss_end, 1),
+        "rss_growth": round(growth, 4), "rss_mb_samples": load.rss_mb,
+        "errors": collections.Counter(a.error.split(":")[0] for a in answers if a.error).most_common(),
+    }
+    checks = {
+        "every request answered": (figures["answered"] == n_planned, f"{figures['answered']} of {n_planned}"),
+        "zero 5xx": (n_5xx == 0, f"{n_5xx}"),
+        "every malformed request a 4xx JSON error": (bad_4xx == len(bad), f"{bad_4xx} of {len(bad)}"),
+        "every good image a 200": (good_200 == len(good), f"{good_200} of {len(good)}"),
+        "every 200 logged exactly once (id + sha256), no other row": (
+            audit["passed"], f"{audit['matched']} of {audit['answered_200']} matched; {audit['rows']} rows; "
+                             f"X-Total-Count {audit['x_total_count']}"),
+        f"server memory at the end within {MEMORY_TOLERANCE:.0%} of after {MEMORY_BASE_AFTER} requests": (
+            abs(growth) <= MEMORY_TOLERANCE, f"{base:.1f} -> {rss_end:.1f} MB ({growth:+.1%})"),
+        "no traceback in the server log": (tracebacks == 0, f"{tracebacks}"),
+    }
+    return figures, {name: {"passed": bool(ok), "seen": seen} for name, (ok, seen) in checks.items()}
+
+
+def versions() -> dict:
+    names = ("ultrasonic", "keras", "tensorflow-cpu", "tensorflow", "jax", "fastapi", "starlette", "uvicorn",
+             "python-multipart", "httpx", "pillow", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def print_report(figures: dict, checks: dict, context: dict) -> None:
+    f = figures
+    print(f"\nload test: {f['requests']} requests, {context['clients']} clients, run {context['run']}")
+    print(f"good images: {context['good_images']}")
+    print(f"answered {f['answered']} in {f['seconds']} s: {f['requests_per_s']} requests/s")
+    for what in ("all", "good", "malformed"):
+        lat = f[f"latency_{what}"]
+        if lat["n"]:
+            print(f"latency {what:9s} (n={lat['n']:4d}): p50 {lat['p50_ms']:7.1f} ms, p95 {lat['p95_ms']:7.1f} ms, "
+                  f"max {lat['max_ms']:7.1f} ms")
+    print("status by kind: " + "; ".join(f"{kind} {counts}" for kind, counts in f["status_by_kind"].items()))
+    print(f"audit log: {f['audit']['rows']} rows, {f['audit']['matched']} of {f['audit']['answered_200']} "
+          "answers matched by id and sha256")
+    print(f"server VmRSS: {f['rss_mb_after_100']} MB after 100 requests, {f['rss_mb_end']} MB at the end "
+          f"({f['rss_growth']:+.1%}); peak VmHWM {context['vmhwm_mb']:.1f} MB")
+    if f["errors"]:
+        print(f"transport errors: {f['errors']}")
+    print("checks:")
+    for name, check in checks.items():
+        print(f"  {'PASS' if check['passed'] else 'FAIL'}  {name}: {check['seen']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", help="a trained run directory (default: train a tiny synthetic one)")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--bad-fraction", type=float, default=0.1)
+    parser.add_argument("--time-limit", type=float, default=1800, help="stop sending after this many seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the figures and checks to this file")
+    args = parser.parse_args(argv)
+    if args.requests < MEMORY_BASE_AFTER * 2:
+        parser.error(f"--requests must be at least {MEMORY_BASE_AFTER * 2} (memory is compared with request "
+                     f"{MEMORY_BASE_AFTER})")
+    import httpx
+
+    with tempfile.TemporaryDirectory(prefix="load_serve_") as tmp:
+        tmp = Path(tmp)
+        if args.run:
+            run_dir = Path(args.run)
+        else:
+            print("training a tiny synthetic run (--run RUN_DIR skips this)...", flush=True)
+            run_dir = train_tiny_run(tmp)
+        requests, source = plan(args.requests, args.bad_fraction, args.seed)
+        server = Server(run_dir, tmp / "audit.sqlite", tmp / "server.log")
+        print(f"server pid {server.process.pid} on {server.url}, VmRSS {server.rss_mb():.1f} MB after start-up",
+              flush=True)
+        try:
+            load = run_load(server, requests, args.clients, args.time_limit)
+            rss_end, vmhwm = server.rss_mb(), server.rss_mb("VmHWM")
+            alive = server.process.poll() is None
+            total = httpx.get(server.url + "/predictions", params={"limit": 1}, timeout=60) if alive else None
+            total_header = int(total.headers["x-total-count"]) if total is not None else None
+        finally:
+            exit_code = server.stop()
+        audit = audit_check(load.answers, audit_rows(server.db), total_header)
+        figures, checks = evaluate(load, len(requests), audit, server.log(), rss_end)
+        # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -15 when all went well
+        clean = "Application shutdown complete" in server.log()
+        checks["server up until the end, then a clean shutdown"] = {
+            "passed": alive and clean, "seen": f"alive {alive}; exit status {exit_code}, shutdown complete {clean}"}
+    context = {"clients": args.clients, "run": str(run_dir), "good_images": source, "vmhwm_mb": vmhwm,
+               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
+    print_report(figures, checks, context)
+    if args.json:
+        from ultrasonic.atomic import write_json
+
+        write_json(args.json, {**figures, "checks": checks, **context, "machine": machine(),
+                               "versions": versions()})
+        print(f"wrote {args.json}")
+    return 0 if all(c["passed"] for c in checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
