@@ -164,7 +164,7 @@ def test_pneumoniamnist_duplicates_across_train_and_val_are_found(tmp_path, caps
     err = capsys.readouterr().err
     leaks = json.loads((out / "data_report.json").read_text())["leaks"]
     assert code == 2 and "Traceback" not in err
-    assert f"error: {PNEUMONIAMNIST}: {len(leaks)} image(s) (identical content) and 0 patient(s)" in err
+    assert f"error: {PNEUMONIAMNIST.resolve()}: {len(leaks)} image(s) (identical content) and 0 patient(s)" in err
     assert all(leak["kind"] == "duplicate image" for leak in leaks)  # an .npz names no patients
     assert sorted(int(ref.split("/")[1]) for leak in leaks for ref in leak["files"]["val"]) == val_with_copy
     for leak in leaks:
