@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ultrasonic.config import Config, load_config, save_config
+from ultrasonic.config import Config, load_config, parse_set, save_config
 from ultrasonic.errors import ConfigError
 
 
@@ -115,3 +115,36 @@ def test_saved_config_loads_back_equal(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["epochs"] == 2
     assert load_config(file=tmp_path / "config.yaml") == cfg
     assert isinstance(cfg, Config)
+
+
+def test_set_pairs_are_read_as_yaml_values():
+    cfg = load_config(overrides=parse_set(["width=24", "horizontal-flip=true", "learning_rate=1e-3",
+                                           "weights=/w/r50.h5"]))
+    assert (cfg.width, cfg.horizontal_flip, cfg.learning_rate, cfg.weights) == (24, True, 1e-3, "/w/r50.h5")
+
+
+@pytest.mark.parametrize("item, message", [("width", "KEY=VALUE"), ("=3", "KEY=VALUE"),
+                                           ("colour=red", "unknown setting"), ("width=[1", "not a valid value")])
+def test_bad_set_pairs_are_config_errors(item, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_set([item])
+
+
+def test_set_flag_reaches_the_training_settings(tmp_path, monkeypatch):
+    from ultrasonic import cli
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config, **kwargs):
+        seen["cfg"] = config
+        raise Stop
+
+    monkeypatch.setattr("ultrasonic.training.train", fake_train)
+    with pytest.raises(Stop):
+        cli.main(["train", "demo", "--out", str(tmp_path / "r"), "--epochs", "2", "--set", "width=24",
+                  "--set", "epochs=5", "--set", "norm=batch"])
+    assert (seen["cfg"].width, seen["cfg"].norm) == (24, "batch")
+    assert seen["cfg"].epochs == 2  # a named flag wins over --set

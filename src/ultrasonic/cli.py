@@ -81,6 +81,9 @@ def _add_train(sub) -> None:
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting of Config (docs/results.md), e.g. --set width=24 --set horizontal_flip=true; "
+                        "repeatable; overrides the preset and --config, a named flag overrides it")
     p.set_defaults(func=_train)
 
 
@@ -146,7 +149,7 @@ def _add_serve(sub) -> None:
 
 
 def _train(args) -> int:
-    from .config import load_config
+    from .config import load_config, parse_set
     from .devices import prepare_backend
 
     settings = {k: getattr(args, k) for k in ("epochs", "image_size", "channels", "batch_size", "learning_rate",
@@ -154,6 +157,7 @@ def _train(args) -> int:
                                               "test_fraction", "patient_pattern", "on_bad_image",
                                               "max_bad_fraction", "allow_leakage", "cache_dir", "workers",
                                               "tensorboard", "devices")}
+    settings = {**parse_set(args.set_), **{k: v for k, v in settings.items() if v is not None}}  # flags win
     cfg = load_config(args.preset, args.config, {**settings, "data": args.data, "out": args.out})
     prepare_backend(cfg.devices)  # before Keras is imported: some device settings are fixed at start-up
     from .training import train

@@ -36,8 +36,9 @@ class Config:
     image_size: int = 128
     channels: int = 1
     # model
-    model: str = "compact"
-    preprocessing: str = "unit"  # "unit" = x/255 ; "vgg16" = BGR minus ImageNet means
+    model: str = "compact"  # "seed", "compact", or a keras.applications backbone (models/applications.py)
+    preprocessing: str = "auto"  # "auto": what the network expects; or unit, vgg16, signed, imagenet, raw
+    weights: str | None = None  # applications only: a Keras 'notop' weights file to start from
     width: int = 32  # first stage filters of the compact network
     norm: str = "group"  # compact network: "batch" or "group" normalisation
     dropout: float = 0.2
@@ -99,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Gray input, a small group-normalised network with early down-sampling,
     # AdamW with a cosine schedule; see docs/results.md for the evidence.
     "default": dict(
-        model="compact", preprocessing="unit", image_size=128, channels=1,
+        model="compact", preprocessing="auto", image_size=128, channels=1,
         width=32, norm="group", dropout=0.2, l2=0.0, rotation=10.0, shift=0.1, zoom=0.1,
         horizontal_flip=False, optimizer="adamw", learning_rate=2e-3,
         weight_decay=1e-4, lr_schedule="cosine", batch_size=32, epochs=12,
@@ -108,8 +109,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _CHOICES = {
-    "model": ("seed", "compact"),
-    "preprocessing": ("unit", "vgg16"),
+    "model": ("seed", "compact", "resnet50", "densenet121", "mobilenetv2", "efficientnetb0"),
+    "preprocessing": ("auto", "unit", "vgg16", "signed", "imagenet", "raw"),
     "channels": (1, 3),
     "optimizer": ("adam", "adamw"),
     "lr_schedule": ("cosine", "plateau"),
@@ -140,6 +141,22 @@ def load_config(
     cfg = Config(**_check_numbers(values))
     _check_values(cfg)
     return cfg
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs -> settings; values read as YAML (1e-3, true, 96, [a, b])."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set width=24")
+        try:
+            settings[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: {value!r} is not a valid value") from None
+    _check_keys(settings, source="--set")
+    return settings
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -26,8 +26,25 @@ class VGGPreprocess(keras.layers.Layer):
         return input_shape
 
 
+# keras.applications' "torch" mode: x / 255 minus these means, over these standard deviations
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
 def preprocessing(name: str) -> keras.layers.Layer:
-    """uint8 -> float inside the graph: 'vgg16' (the seed's) or 'unit' (x / 255)."""
+    """uint8 -> float inside the graph.
+
+    'unit' x / 255 (the compact network); 'vgg16' the seed's (also ResNet50's "caffe");
+    'signed' [-1, 1] (MobileNetV2's "tf"); 'imagenet' (DenseNet's "torch", 3 channels);
+    'raw' 0-255 as floats (EfficientNet rescales itself).
+    """
     if name == "vgg16":
         return VGGPreprocess(name="preprocess")
+    if name == "signed":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    if name == "imagenet":
+        return keras.layers.Normalization(mean=[255 * m for m in IMAGENET_MEAN_RGB],
+                                          variance=[(255 * s) ** 2 for s in IMAGENET_STD_RGB], name="preprocess")
+    if name == "raw":
+        return keras.layers.Rescaling(1.0, name="preprocess")
     return keras.layers.Rescaling(1.0 / 255, name="preprocess")
