@@ -148,3 +148,16 @@ def test_set_flag_reaches_the_training_settings(tmp_path, monkeypatch):
                   "--set", "epochs=5", "--set", "norm=batch"])
     assert (seen["cfg"].width, seen["cfg"].norm) == (24, "batch")
     assert seen["cfg"].epochs == 2  # a named flag wins over --set
+
+
+def test_preset_epochs_stretch_to_min_steps_but_named_epochs_are_exact(tmp_path):
+    from ultrasonic.training import planned_epochs
+
+    stretchy = load_config(overrides={"min_steps": 1000})
+    assert planned_epochs(stretchy, steps_per_epoch=16) == 63  # a 500-image set: 1000 steps
+    assert planned_epochs(stretchy, steps_per_epoch=500) == stretchy.epochs  # a large set: the preset's epochs
+    exact = load_config(file=write_yaml(tmp_path, "epochs: 3\n"))
+    assert (exact.epochs, exact.min_steps) == (3, 0)
+    assert planned_epochs(exact, steps_per_epoch=1) == 3
+    both = load_config(overrides={"epochs": 3, "min_steps": 100})
+    assert planned_epochs(both, steps_per_epoch=10) == 10

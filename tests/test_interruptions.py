@@ -148,6 +148,7 @@ def test_history_keeps_one_row_per_epoch_the_last_one(tmp_path):
     callback.on_epoch_end(1, {"loss": 0.5, "val_loss": 0.55})  # epoch 1 run again after a resume
     rows = list(csv.DictReader(open(path)))
     assert [(r["epoch"], r["loss"], r["val_loss"]) for r in rows] == [("0", "0.9", ""), ("1", "0.5", "0.55")]
+    assert float(rows[1]["elapsed_seconds"]) >= float(rows[1]["epoch_seconds"]) >= 0
 
 
 def test_backup_restores_weights_optimizer_and_epoch(tmp_path):

@@ -113,6 +113,20 @@ def test_leaks_stop_train_with_the_list_and_are_reported(leaky, tmp_path, capsys
     assert leaks[1]["id"] == "person7" and len(leaks[0]["id"]) == 32  # the content hash
 
 
+def test_drop_duplicates_takes_the_train_copy_out_and_reports_it(leaky, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(train_args(leaky, out, tmp_path, "--drop-duplicates"))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err  # the patient leak is not a duplicate: still stops
+    assert "0 image(s) (identical content) and 1 patient(s)" in err
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["dropped"] == ["train/pneumonia/train_001.png"]
+    assert [leak["kind"] for leak in report["leaks"]] == ["patient"]
+    assert any("drop_duplicates: 1 train image(s)" in note for note in report["notes"])
+    in_splits = sum(n for split in report["counts"].values() for n in split.values())
+    assert in_splits == report["images"] - 1  # the dropped copy counts in no split
+
+
 @pytest.mark.e2e
 def test_allow_leakage_trains_with_a_warning(leaky, tmp_path):
     out = tmp_path / "run"

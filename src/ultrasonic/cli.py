@@ -74,6 +74,8 @@ def _add_train(sub) -> None:
                    "(default 0.05)")
     p.add_argument("--allow-leakage", action="store_true", default=None,
                    help="train even if an image or patient is in two splits (default: stop)")
+    p.add_argument("--drop-duplicates", action="store_true", default=None,
+                   help="take train images identical to a val/test image out of train (listed in data_report.json)")
     p.add_argument("--cache-dir", help="decoded-image cache (default $ULTRASONIC_CACHE or ~/.cache/ultrasonic)")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     p.add_argument("--devices", help="'auto' or N: data-parallel training over N devices; the batch size is "
@@ -155,7 +157,7 @@ def _train(args) -> int:
     settings = {k: getattr(args, k) for k in ("epochs", "image_size", "channels", "batch_size", "learning_rate",
                                               "seed", "classes", "positive_class", "val_fraction",
                                               "test_fraction", "patient_pattern", "on_bad_image",
-                                              "max_bad_fraction", "allow_leakage", "cache_dir", "workers",
+                                              "max_bad_fraction", "allow_leakage", "drop_duplicates", "cache_dir", "workers",
                                               "tensorboard", "devices")}
     settings = {**parse_set(args.set_), **{k: v for k, v in settings.items() if v is not None}}  # flags win
     cfg = load_config(args.preset, args.config, {**settings, "data": args.data, "out": args.out})

@@ -57,6 +57,8 @@ class Config:
     warmup_epochs: float = 1.0
     batch_size: int = 32
     epochs: int = 12
+    min_steps: int = 0  # small data sets train for more epochs: at least this many optimiser steps
+    # (ignored when you set epochs yourself, unless you set min_steps too)
     label_smoothing: float = 0.0
     class_weight: str = "balanced"  # "balanced" or "none"
     monitor: str = "val_loss"
@@ -74,6 +76,7 @@ class Config:
     max_bad_fraction: float = 0.05  # more unreadable images than this stops the run
     # the same image (content) or patient in two splits stops the run unless allowed
     allow_leakage: bool = False
+    drop_duplicates: bool = False  # take train images identical to a val/test image out of train (reported)
     # housekeeping
     seed: int = 42
     cache_dir: str | None = None  # default: $ULTRASONIC_CACHE or ~/.cache/ultrasonic
@@ -137,6 +140,9 @@ def load_config(
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[name], **from_file, **overrides, "preset": name}
+    chosen = {**from_file, **overrides}
+    if "epochs" in chosen and "min_steps" not in chosen:
+        values["min_steps"] = 0  # epochs you name are exact; only the preset's own epochs stretch on small data
     _check_keys(values, source=str(file) if file else "settings")
     cfg = Config(**_check_numbers(values))
     _check_values(cfg)
@@ -224,8 +230,9 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{name} must be in [0, 0.5), got {getattr(cfg, name)}")
     if not 0 <= cfg.max_bad_fraction <= 1:
         raise ConfigError(f"max_bad_fraction must be in [0, 1] (0.05 = 5 %), got {cfg.max_bad_fraction}")
-    if not isinstance(cfg.allow_leakage, bool):
-        raise ConfigError(f"allow_leakage must be true or false, got {cfg.allow_leakage!r}")
+    for name in ("allow_leakage", "drop_duplicates", "horizontal_flip"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
     parse_devices(cfg.devices)
     cfg.devices = str(cfg.devices).strip().lower()  # YAML reads `devices: 2` as a number
     if not 0 <= cfg.label_smoothing < 0.5:

@@ -69,7 +69,7 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
 
 def _metric_pairs(columns: dict[str, list[float]]) -> list[tuple[str, str | None]]:
     """(train column, its val_ column or None) for every metric, e.g. ("loss", "val_loss")."""
-    names = [n for n in columns if n != "epoch"]
+    names = [n for n in columns if n != "epoch" and not n.endswith("_seconds")]  # timings are not curves
     pairs = [(n, f"val_{n}" if f"val_{n}" in columns else None) for n in names if not n.startswith("val_")]
     # A val_ column without a training twin still deserves a panel.
     pairs += [(n, None) for n in names if n.startswith("val_") and n[4:] not in columns]

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -41,15 +42,27 @@ class HistoryCSV(keras.callbacks.Callback):
 
     Keras' CSVLogger appends to an open file: a resumed run would add a second
     row for an epoch that was logged but not yet backed up.
+
+    Two timing columns: `epoch_seconds` (training and validation of the epoch)
+    and `elapsed_seconds` (since `start`, a time.perf_counter() value: the
+    start of the command, so data loading counts; a resumed run restarts it).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, start: float | None = None):
         super().__init__()
         self.path = Path(path)
+        self.start = time.perf_counter() if start is None else start
+        self.epoch_start = self.start
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
         rows = [row for row in read_history(self.path) if int(row["epoch"]) < epoch]
-        rows.append({"epoch": epoch, **{k: _number(v) for k, v in sorted((logs or {}).items())}})
+        rows.append({"epoch": epoch, **{k: _number(v) for k, v in sorted((logs or {}).items())},
+                     "epoch_seconds": round(now - self.epoch_start, 2),
+                     "elapsed_seconds": round(now - self.start, 2)})
         write_history(self.path, rows)
 
 

@@ -76,17 +76,18 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
     with distribution(cfg.devices, cfg.batch_size) as replicas:  # build, compile and fit on those devices
         model = build_model(cfg, len(ds.classes))
         train_batches, val_batches = _batches(cfg, ds, replicas)
-        _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches))
+        epochs = planned_epochs(cfg, len(train_batches))
+        _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches), epochs=epochs)
         if not resume:
             clear_backup(run.backup)
         initial_epoch = restore_backup(model, run.backup) if resume else 0
-        log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d), backend %s",
-                 cfg.model, model.count_params(), cfg.epochs, len(train_batches), cfg.batch_size,
-                 keras.backend.backend())
+        log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d)%s, backend %s",
+                 cfg.model, model.count_params(), epochs, len(train_batches), cfg.batch_size,
+                 f" (at least {cfg.min_steps} steps)" if epochs > cfg.epochs else "", keras.backend.backend())
         # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
         # the batches with Python's global `random`, which differs between one device and several.
-        model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, run), verbose=cfg.verbose, shuffle=False)
+        model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
+                  callbacks=_callbacks(cfg, run, start), verbose=cfg.verbose, shuffle=False)
     best = load_model(run.model)
     threshold, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
@@ -125,9 +126,14 @@ def _batches(cfg: Config, ds: Dataset, replicas: Replicas) -> tuple[ArrayBatches
     return train_batches, val_batches
 
 
-def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int) -> None:
+def planned_epochs(cfg: Config, steps_per_epoch: int) -> int:
+    """cfg.epochs, or more on a small data set: enough epochs for cfg.min_steps optimiser steps."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch)))
+
+
+def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int, epochs: int) -> None:
     if cfg.lr_schedule == "cosine":
-        total = max(1, cfg.epochs * steps_per_epoch)
+        total = max(1, epochs * steps_per_epoch)
         warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 10, max(1, total - warmup), alpha=0.01,
                                                     warmup_target=cfg.learning_rate, warmup_steps=warmup)
@@ -146,7 +152,7 @@ def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: i
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
-def _callbacks(cfg: Config, run: RunDir) -> list[keras.callbacks.Callback]:
+def _callbacks(cfg: Config, run: RunDir, start: float) -> list[keras.callbacks.Callback]:
     """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume.
 
     Order matters for a kill between two of them (see resume.py): the history
@@ -154,7 +160,7 @@ def _callbacks(cfg: Config, run: RunDir) -> list[keras.callbacks.Callback]:
     resumed run redoes that epoch and replaces them rather than missing them.
     """
     callbacks = [
-        HistoryCSV(run.history),
+        HistoryCSV(run.history, start),
         BestCheckpoint(run.model, monitor=cfg.monitor),
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
     ]

@@ -60,6 +60,7 @@ class Dataset:
         return {"data": self.catalog.root, "kind": self.catalog.kind, "classes": self.classes,
                 "counts": counts, "images": len(self.catalog), "skipped": self.catalog.skipped,
                 "unreadable": unreadable, "leaks": self.leaks, "notes": self.notes,
+                "dropped": [self.catalog.refs[i] for i in self.indices("dropped")],
                 "cache": {"path": str(self.loaded.path or ""), "decoded": self.loaded.decoded}}
 
 
@@ -92,11 +93,29 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
     split[list(loaded.bad)] = "bad"
     split = split.astype(str)
     leaks = find_leaks(catalog.refs, split, loaded.hashes, patients)
+    if cfg.drop_duplicates and split_of is None:
+        split = split.astype(object)
+        _drop_train_copies(catalog.refs, split, leaks, notes)
+        split = split.astype(str)
+        leaks = find_leaks(catalog.refs, split, loaded.hashes, patients)
     ds = Dataset(catalog, loaded.images, split, patients, loaded, notes, leaks)
     if report_to is not None:
         write_json(report_to, ds.report())
     _check_bad(catalog, loaded, cfg)
     return ds
+
+
+def _drop_train_copies(refs: list[str], split: np.ndarray, leaks: list[dict], notes: list[str]) -> None:
+    """Images identical to a val or test image leave train (split 'dropped'); noted and listed in the report."""
+    index = {ref: i for i, ref in enumerate(refs)}
+    dropped = [ref for leak in leaks if leak["kind"] == "duplicate image" and "train" in leak["files"]
+               for ref in leak["files"]["train"]]
+    split[[index[ref] for ref in dropped]] = "dropped"
+    if dropped:
+        note = (f"drop_duplicates: {len(dropped)} train image(s) identical to a val/test image left train: "
+                + ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+        notes.append(note)
+        log.warning("data: %s", note)
 
 
 def check_leakage(ds: Dataset, cfg: Config) -> None:
@@ -110,7 +129,8 @@ def check_leakage(ds: Dataset, cfg: Config) -> None:
     if not cfg.allow_leakage:
         raise DataError(f"{ds.catalog.root}: {summary}, so validation and test scores would be too optimistic:\n  "
                         + "\n  ".join(lines) + "\nremove the copies or move them into one split "
-                        "(or pass --allow-leakage to train anyway)")
+                        "(or pass --drop-duplicates to take the train copies of val/test images out of train, "
+                        "or --allow-leakage to train anyway)")
     log.warning("data: leakage allowed: %s; listed in data_report.json", summary)
     for line in lines:
         log.warning("data: leak: %s", line)
