@@ -18,7 +18,7 @@ def write_yaml(tmp_path, text: str):
 def test_default_preset_when_nothing_is_given():
     cfg = load_config()
     assert cfg.preset == "default"
-    assert (cfg.model, cfg.image_size, cfg.channels, cfg.lr_schedule) == ("compact", 128, 1, "cosine")
+    assert (cfg.model, cfg.image_size, cfg.channels, cfg.lr_schedule) == ("compact", 96, 1, "cosine")
 
 
 def test_seed_preset_is_the_original_recipe():
@@ -47,7 +47,7 @@ def test_file_overrides_preset_and_overrides_override_file(tmp_path):
 
 def test_preset_override_beats_preset_in_file(tmp_path):
     path = write_yaml(tmp_path, "preset: seed\n")
-    assert load_config(file=path, overrides={"preset": "default"}).image_size == 128
+    assert load_config(file=path, overrides={"preset": "default"}).image_size == 96
 
 
 def test_empty_yaml_file_is_no_settings(tmp_path):

@@ -108,7 +108,9 @@ def _write_data(tmp):
     np.savez(tmp / "d.npz", train_images=images[:64, ..., 0], train_labels=labels[:64],
              val_images=images[64:84, ..., 0], val_labels=labels[64:84],
              test_images=images[84:, ..., 0], test_labels=labels[84:])
+    # norm group: BatchNorm's batch statistics are per device (docs/scaling.md), so its weights would differ
     (tmp / "s.yaml").write_text("width: 16\nmin_split_images: 10\nverbose: 0\nrotation: 0\nshift: 0\nzoom: 0\n"
+                                "norm: group\nhorizontal_flip: false\n"
                                 "dropout: 0\nepochs: 1\nbatch_size: 16\nimage_size: 32\ntensorboard: false\n")
 
 

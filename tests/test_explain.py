@@ -169,7 +169,8 @@ def train_on_lesions(tmp_path, preset: str, epochs: int, **settings):
     cut = {"train": slice(0, 300), "val": slice(300, 340), "test": slice(340, 400)}
     np.savez(npz, **{f"{k}_images": images[s, ..., 0] for k, s in cut.items()},
              **{f"{k}_labels": labels[s, None].astype(np.uint8) for k, s in cut.items()})
-    result = train(str(npz), str(tmp_path / preset), preset=preset, image_size=SIZE, epochs=epochs, seed=1,
+    settings = {"seed": 1, **settings}
+    result = train(str(npz), str(tmp_path / preset), preset=preset, image_size=SIZE, epochs=epochs,
                    min_split_images=10, tensorboard=False, verbose=0, classes=["normal", "lesion"],
                    cache_dir=str(tmp_path / "cache"), **settings)
     test = cut["test"]
@@ -195,24 +196,34 @@ def auc(model, images, labels) -> float:
     return roc_auc_score(labels, predict_array(model, np.repeat(images, channels, axis=-1))[:, 1])
 
 
+TRAINING_SEEDS = (1, 2, 3)  # the pointing game varies between trainings: judge the median of three
+
+
 @pytest.fixture(scope="module")
-def compact_run(tmp_path_factory):
-    return train_on_lesions(tmp_path_factory.mktemp("compact"), "default", epochs=10, width=16, learning_rate=3e-3,
-                            batch_size=16)
+def compact_runs(tmp_path_factory):
+    return [train_on_lesions(tmp_path_factory.mktemp(f"compact{seed}"), "default", epochs=10, width=16,
+                             learning_rate=3e-3, batch_size=16, seed=seed) for seed in TRAINING_SEEDS]
+
+
+@pytest.fixture(scope="module")
+def compact_run(compact_runs):
+    return compact_runs[0]
 
 
 @pytest.mark.e2e
-def test_compact_network_points_at_the_lesion(compact_run, capsys):
+def test_compact_network_points_at_the_lesion(compact_runs, capsys):
     from ultrasonic.predict import load_model
 
-    run_dir, images, labels, masks = compact_run
-    model = load_model(run_dir / "model.keras")
-    assert auc(model, images, labels) > 0.95  # the model learned the task: only then is the game fair
-    score = pointing_game(model, images, labels, masks)
-    with capsys.disabled():
-        print(f"\n[{keras.backend.backend()}] compact pointing game: {score:.2f} at {default_target_layer(model)}, "
-              f"{pointing_game(model, images, labels, masks, last_conv_layer(model)):.2f} at the last conv layer")
-    assert score >= POINTING
+    scores = []
+    for run_dir, images, labels, masks in compact_runs:
+        model = load_model(run_dir / "model.keras")
+        assert auc(model, images, labels) > 0.95  # the model learned the task: only then is the game fair
+        scores.append(pointing_game(model, images, labels, masks))
+        with capsys.disabled():
+            print(f"\n[{keras.backend.backend()}] compact pointing game: {scores[-1]:.2f} at "
+                  f"{default_target_layer(model)}, "
+                  f"{pointing_game(model, images, labels, masks, last_conv_layer(model)):.2f} at the last conv layer")
+    assert float(np.median(scores)) >= POINTING, scores
 
 
 class PointingGameMissed(AssertionError):
