@@ -32,6 +32,7 @@ def test_seed_preset_is_the_original_recipe():
     assert cfg.preprocessing == "vgg16" and cfg.model == "seed" and cfg.optimizer == "adam"
     assert cfg.lr_schedule == "plateau"
     assert (cfg.reduce_lr_factor, cfg.reduce_lr_patience, cfg.min_learning_rate) == (0.2, 3, 1e-6)
+    assert cfg.class_weight == "none" and cfg.min_steps == 0  # the origin weighted no class
 
 
 def test_file_overrides_preset_and_overrides_override_file(tmp_path):

@@ -96,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.2, l2=1e-3, rotation=20.0, shift=0.2, zoom=0.2,
         horizontal_flip=True, fill_mode="nearest", optimizer="adam",
         learning_rate=1e-3, weight_decay=0.0, lr_schedule="plateau",
-        batch_size=10, epochs=17, label_smoothing=0.0, monitor="val_loss",
+        batch_size=10, epochs=17, label_smoothing=0.0, class_weight="none", monitor="val_loss",
         early_stopping_patience=5, reduce_lr_factor=0.2, reduce_lr_patience=3,
         min_learning_rate=1e-6,
     ),
