@@ -30,7 +30,6 @@ import hashlib
 import io
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from common import SHARED, machine  # noqa: E402
+
+from ultrasonic.serve.local import LocalServer, ServerStartError  # noqa: E402
 
 MALFORMED = ("random_bytes", "truncated_jpeg", "empty_file", "text_file", "missing_field")
 SIZE = 64  # the tiny run's input size and the synthetic images' size
@@ -145,65 +146,6 @@ def plan(n: int, bad_fraction: float, seed: int) -> tuple[list[Request], str]:
 
 # ---- the server ----------------------------------------------------------------------------------------------
 
-class Server:
-    """`python -m ultrasonic.cli serve RUN` on 127.0.0.1 and a free port, with its own audit log and log file."""
-
-    def __init__(self, run_dir: Path, db: Path, log_path: Path):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db, self.log_path = db, log_path
-        self._log = open(log_path, "ab")
-        command = [sys.executable, "-m", "ultrasonic.cli", "serve", str(run_dir), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--db", str(db)]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self._wait_until_healthy()
-
-    def _wait_until_healthy(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                sys.exit(f"the server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        sys.exit(f"the server did not answer /health within {START_TIMEOUT_S} s:\n{self.log()[-3000:]}")
-
-    def rss_mb(self, field_name: str = "VmRSS") -> float:
-        """The server process's resident memory (or another /proc status field), in MB; NaN once it has exited."""
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) / 1024  # kB
-        except OSError:
-            pass
-        return float("nan")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()  # uvicorn shuts down cleanly on SIGTERM
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-
 # ---- the load ------------------------------------------------------------------------------------------------
 
 def send(client, url: str, request: Request) -> Answer:
@@ -228,7 +170,7 @@ def send(client, url: str, request: Request) -> Answer:
     return Answer(request.kind, reply.status_code, seconds, body, sha)
 
 
-def run_load(server: Server, requests: list[Request], clients: int, time_limit: float) -> Load:
+def run_load(server, requests: list[Request], clients: int, time_limit: float) -> Load:
     """Send every request from `clients` threads at once; sample the server's RSS every 100 answers."""
     import httpx
 
@@ -385,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
             print("training a tiny synthetic run (--run RUN_DIR skips this)...", flush=True)
             run_dir = train_tiny_run(tmp)
         requests, source = plan(args.requests, args.bad_fraction, args.seed)
-        server = Server(run_dir, tmp / "audit.sqlite", tmp / "server.log")
+        db = tmp / "audit.sqlite"
+        try:
+            server = LocalServer(run_dir, tmp / "server.log", "--db", str(db), start_timeout=START_TIMEOUT_S)
+        except ServerStartError as exc:
+            sys.exit(str(exc))
         print(f"server pid {server.process.pid} on {server.url}, VmRSS {server.rss_mb():.1f} MB after start-up",
               flush=True)
         try:
@@ -396,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             total_header = int(total.headers["x-total-count"]) if total is not None else None
         finally:
             exit_code = server.stop()
-        audit = audit_check(load.answers, audit_rows(server.db), total_header)
+        audit = audit_check(load.answers, audit_rows(db), total_header)
         figures, checks = evaluate(load, len(requests), audit, server.log(), rss_end)
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -15 when all went well
         clean = "Application shutdown complete" in server.log()

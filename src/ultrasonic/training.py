@@ -131,9 +131,10 @@ def planned_epochs(cfg: Config, steps_per_epoch: int) -> int:
     return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch)))
 
 
-def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int, epochs: int) -> None:
+def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int,
+             epochs: int | None = None) -> None:
     if cfg.lr_schedule == "cosine":
-        total = max(1, epochs * steps_per_epoch)
+        total = max(1, (epochs or cfg.epochs) * steps_per_epoch)
         warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 10, max(1, total - warmup), alpha=0.01,
                                                     warmup_target=cfg.learning_rate, warmup_steps=warmup)

@@ -8,7 +8,6 @@ input of 32 px or more works (the origin only ever saw 224 px).
 
 from __future__ import annotations
 
-import keras
 from keras import layers, regularizers
 
 FILTERS = (8, 16, 32, 64, 128)
