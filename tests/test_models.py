@@ -103,3 +103,21 @@ def test_saved_model_takes_raw_uint8_and_loads_in_safe_mode(tmp_path):
     model.save(path)
     loaded = load_model(path)
     assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_gray_rgb_batches_take_the_one_channel_path_with_the_same_pixels():
+    gray = np.random.default_rng(1).integers(0, 256, (4, 40, 40, 1)).astype("float32")
+    fast = RandomAffine(rotation=20, shift=0.2, zoom=0.2, horizontal_flip=True, seed=3)
+    one = RandomAffine(rotation=20, shift=0.2, zoom=0.2, horizontal_flip=True, seed=3)
+    out = np.asarray(fast(np.repeat(gray, 3, axis=-1), training=True))  # R = G = B: warps one channel
+    expected = np.repeat(np.asarray(one(gray, training=True)), 3, axis=-1)
+    assert np.allclose(out, expected, atol=1e-4)
+    assert not np.allclose(out, np.repeat(gray, 3, axis=-1))  # it did transform
+
+
+def test_colour_batches_warp_every_channel():
+    rgb = np.random.default_rng(2).integers(0, 256, (2, 40, 40, 3)).astype("float32")
+    out = np.asarray(RandomAffine(rotation=20, seed=3)(rgb, training=True))
+    per_channel = [np.asarray(RandomAffine(rotation=20, seed=3)(rgb[..., c:c + 1], training=True)) for c in range(3)]
+    assert np.allclose(out, np.concatenate(per_channel, axis=-1), atol=1e-4)
+    assert not np.allclose(out[..., 0], out[..., 1])

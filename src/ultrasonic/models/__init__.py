@@ -1,5 +1,5 @@
-"""Networks by name. Every model: uint8 image in -> preprocessing -> augmentation
-(training only) -> backbone -> head -> class probabilities.
+"""Networks by name. Every model: uint8 image in -> augmentation (training only)
+-> preprocessing -> backbone -> head -> class probabilities.
 
     model = build_model(cfg, n_classes=2)
 """
@@ -25,9 +25,10 @@ def build_model(cfg: Config, n_classes: int) -> keras.Model:
     x = inputs
     if cfg.model in APPLICATIONS and cfg.channels == 1:  # ImageNet networks and their preprocessing want RGB
         x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    x = preprocessing(preprocessing_of(cfg))(x)
+    # augment the raw pixels (as float), then preprocess: ImageDataGenerator's order
     x = RandomAffine(cfg.rotation, cfg.shift, cfg.zoom, cfg.horizontal_flip, cfg.fill_mode,
                      seed=cfg.seed, name="augment")(x)
+    x = preprocessing(preprocessing_of(cfg))(x)
     if cfg.model == "seed":
         x = seed_head(seed_backbone(x, l2=cfg.l2, dropout=cfg.dropout), dropout=cfg.dropout)
     elif cfg.model in APPLICATIONS:
