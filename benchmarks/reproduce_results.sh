@@ -13,7 +13,7 @@ rows=("$@")
 for row in "${rows[@]}"; do
   data=${row%-*}; preset=${row#*-}
   extra=()
-  [ "$data" = pmnist ] && extra+=(--drop-duplicates)  # 8 official-train images are copies of val images
+  [ "$data" = pmnist ] && extra+=(--drop-duplicates)  # train images that are copies of val/test images
   echo "== $row: $US train ${SRC[$data]} --preset $preset --out $OUT/$row ${extra[*]}"
   "$US" -q train "${SRC[$data]}" --preset "$preset" --out "$OUT/$row" --overwrite "${extra[@]}"
   "$US" -q evaluate "$OUT/$row" --split val --out "$OUT/$row/eval-val" > /dev/null
