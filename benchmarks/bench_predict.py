@@ -32,7 +32,7 @@ def make_run(folder, preset: str) -> str:
     """A run directory holding an (untrained) model of the preset, enough for the Predictor."""
     from ultrasonic.config import load_config
     from ultrasonic.models import build_model
-    from ultrasonic.run import RunDir
+    from ultrasonic.rundir import RunDir
 
     run = RunDir(folder / preset)
     run.path.mkdir(parents=True)
@@ -62,7 +62,8 @@ def seed_way(root, run_dir: str) -> float:
 
 
 def ultrasonic_way(root, run_dir: str) -> tuple[float, list[float]]:
-    from ultrasonic.predict import Predictor, expand_paths
+    from ultrasonic.data.files import expand_paths
+    from ultrasonic.inference.predictor import Predictor
 
     predictor = Predictor(run_dir)
     files = expand_paths([root])

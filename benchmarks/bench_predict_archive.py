@@ -48,9 +48,9 @@ def make_run(root: Path) -> Path:
     import hashlib
 
     from ultrasonic.config import load_config
-    from ultrasonic.export import export
+    from ultrasonic.inference.export import export
     from ultrasonic.models import build_model
-    from ultrasonic.run import RunDir
+    from ultrasonic.rundir import RunDir
 
     run = RunDir(root / "run")
     run.path.mkdir(parents=True)
@@ -83,8 +83,9 @@ def _sample_rss(samples: list, every_s: float = 0.5) -> None:
 def child(engine: str, run: str, archive: str, out: str, batch_size: int) -> None:
     """One engine in this process: predict the archive into a CSV, print the figures as JSON."""
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:CORES])
-    from ultrasonic.archive import predict_to_csv
-    from ultrasonic.predict import Predictor, iter_paths
+    from ultrasonic.inference.batch import predict_to_csv
+    from ultrasonic.data.files import iter_paths
+    from ultrasonic.inference.predictor import Predictor
 
     predictor = Predictor(run, engine=engine)
     image = predictor.read(next(iter_paths([archive])))

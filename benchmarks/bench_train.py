@@ -77,7 +77,7 @@ def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -
     from ultrasonic.data.cache import load_images
     from ultrasonic.data.sources import open_data
     from ultrasonic.models import build_model
-    from ultrasonic.training import _compile
+    from ultrasonic.training.fit import _compile
 
     overrides = {"image_size": SIZE, "batch_size": batch_size, "cache_dir": str(folder.parent / "cache")}
     if not augment:

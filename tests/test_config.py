@@ -143,7 +143,7 @@ def test_set_flag_reaches_the_training_settings(tmp_path, monkeypatch):
         seen["cfg"] = config
         raise Stop
 
-    monkeypatch.setattr("ultrasonic.training.train", fake_train)
+    monkeypatch.setattr("ultrasonic.training.fit.train", fake_train)
     with pytest.raises(Stop):
         cli.main(["train", "demo", "--out", str(tmp_path / "r"), "--epochs", "2", "--set", "width=24",
                   "--set", "epochs=5", "--set", "norm=batch"])
@@ -152,7 +152,7 @@ def test_set_flag_reaches_the_training_settings(tmp_path, monkeypatch):
 
 
 def test_preset_epochs_stretch_to_min_steps_but_named_epochs_are_exact(tmp_path):
-    from ultrasonic.training import planned_epochs
+    from ultrasonic.training.fit import planned_epochs
 
     stretchy = load_config(overrides={"min_steps": 1000})
     assert planned_epochs(stretchy, steps_per_epoch=16) == 63  # a 500-image set: 1000 steps

@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image
 
 from ultrasonic.data.synthetic import lesion_images
+from shared_data import SHARED_DATA
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_DATA = SHARED_DATA
 
 
 def make_run(path: Path, preset: str = "default", size: int = 32, channels: int = 1,

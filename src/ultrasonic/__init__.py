@@ -1,25 +1,23 @@
 """ultrasonic: train, evaluate, explain and serve classifiers for medical images.
 
     from ultrasonic import train, evaluate, Predictor
-    result = train("chest_xray/", out="runs/cxr", epochs=5)
+    result = train("chest_xray/", out="runs/cxr", epochs=5)   # a TrainResult: run_dir, best_epoch, ...
     metrics = evaluate("runs/cxr")
     rows = Predictor("runs/cxr").predict_files(["scan.jpeg"])
 
 Keras (and its backend) is imported on first use, so `ultrasonic --help`
-and the decoding worker processes start fast.
+and the decoding worker processes start fast. docs/architecture.md maps the packages.
 """
+
+from ultrasonic.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {"train": ".training", "evaluate": ".evaluation", "Predictor": ".predict", "Config": ".config",
-         "load_config": ".config", "read_image": ".data.io"}
+__all__ = ["train", "TrainResult", "evaluate", "Predictor", "Config", "load_config", "read_image", "RunDir",
+           "__version__"]
 
-__all__ = ["train", "evaluate", "Predictor", "Config", "load_config", "read_image", "__version__"]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'ultrasonic' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "train": ".training.fit", "TrainResult": ".training.fit", "evaluate": ".evaluation.evaluate",
+    "Predictor": ".inference.predictor", "Config": ".config", "load_config": ".config",
+    "read_image": ".data.io", "RunDir": ".rundir",
+})

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, UltrasonicError
+from ultrasonic.errors import ConfigError, UltrasonicError
 
 # The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
 # published splits, so that its figures compare with MedMNIST's, and lists the copies (with a warning).
@@ -151,8 +151,8 @@ def _add_serve(sub) -> None:
 
 
 def _train(args) -> int:
-    from .config import load_config, parse_set
-    from .devices import prepare_backend
+    from ultrasonic.config import load_config, parse_set
+    from ultrasonic.training.devices import prepare_backend
 
     settings = {k: getattr(args, k) for k in ("epochs", "image_size", "channels", "batch_size", "learning_rate",
                                               "seed", "classes", "positive_class", "val_fraction",
@@ -162,7 +162,7 @@ def _train(args) -> int:
     settings = {**parse_set(args.set_), **{k: v for k, v in settings.items() if v is not None}}  # flags win
     cfg = load_config(args.preset, args.config, {**settings, "data": args.data, "out": args.out})
     prepare_backend(cfg.devices)  # before Keras is imported: some device settings are fixed at start-up
-    from .training import train
+    from ultrasonic.training.fit import train
 
     result = train(config=cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {result.run_dir}")
@@ -170,8 +170,8 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluation import evaluate
-    from .metrics import summary_lines
+    from ultrasonic.evaluation.evaluate import evaluate
+    from ultrasonic.evaluation.metrics import summary_lines
 
     metrics = evaluate(args.run_dir, args.data, args.split, out=args.out, n_boot=args.n_boot)
     print("\n".join(summary_lines(metrics)))
@@ -180,7 +180,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .predict import Predictor
+    from ultrasonic.inference.predictor import Predictor
 
     if args.cam and args.engine != "keras":
         raise ConfigError("--cam needs the keras engine: heat maps come from the model's gradients")
@@ -189,7 +189,7 @@ def _predict(args) -> int:
     if args.out:
         return _predict_to_csv(args, Predictor(args.run_dir, engine=args.engine))
     if args.cam:
-        from .explain import explain_files
+        from ultrasonic.explain.gradcam import explain_files
 
         rows = explain_files(Predictor(args.run_dir), args.paths, args.cam)
     else:
@@ -199,7 +199,7 @@ def _predict(args) -> int:
 
 
 def _predict_to_csv(args, predictor) -> int:
-    from .archive import parse_shard, predict_to_csv
+    from ultrasonic.inference.batch import parse_shard, predict_to_csv
 
     shard = parse_shard(args.shard) if args.shard else None
     done = predict_to_csv(predictor, args.paths, args.out, batch_size=args.batch_size, resume=args.resume,
@@ -210,7 +210,7 @@ def _predict_to_csv(args, predictor) -> int:
 
 
 def _export(args) -> int:
-    from .export import export
+    from ultrasonic.inference.export import export
 
     out = export(args.run_dir, args.format, args.out)
     print(f"exported: {out} (metadata: {out.name}.json beside it)")
@@ -218,8 +218,8 @@ def _export(args) -> int:
 
 
 def _explain(args) -> int:
-    from .explain import explain_files
-    from .predict import Predictor
+    from ultrasonic.explain.gradcam import explain_files
+    from ultrasonic.inference.predictor import Predictor
 
     rows = explain_files(Predictor(args.run_dir), args.paths, args.out, layer=args.layer)
     {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
@@ -227,7 +227,7 @@ def _explain(args) -> int:
 
 
 def _serve(args) -> int:
-    from .serve import ServeSettings, serve
+    from ultrasonic.serve import ServeSettings, serve
 
     given = {k: getattr(args, k) for k in ("token", "db", "max_upload_mb", "max_pixels", "engine")}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
@@ -278,7 +278,7 @@ def _add_bench(sub) -> None:
 def _bench(args) -> int:
     import subprocess
 
-    from .errors import ConfigError
+    from ultrasonic.errors import ConfigError
 
     folder = Path(__file__).resolve().parents[2] / "benchmarks"
     if not (folder / "bench_train.py").exists():
@@ -296,9 +296,9 @@ def _bench(args) -> int:
 
 
 def _demo(args) -> int:
-    from .evaluation import evaluate
-    from .metrics import summary_lines
-    from .training import train
+    from ultrasonic.evaluation.evaluate import evaluate
+    from ultrasonic.evaluation.metrics import summary_lines
+    from ultrasonic.training.fit import train
 
     result = train("demo", args.out, overwrite=True, **{**DEMO_SETTINGS, "epochs": args.epochs})
     metrics = evaluate(result.run_dir)

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from .devices import parse_devices
-from .errors import ConfigError
+from ultrasonic.errors import ConfigError, DataError
+from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS
+from ultrasonic.training.devices import parse_devices
 
 # Kermany 2018 names: person123_bacteria_456.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg
 KERMANY_PATIENT_PATTERN = r"^(person\d+|(?:NORMAL\d+-)?IM-\d+)"
@@ -113,15 +114,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _CHOICES = {
-    "model": ("seed", "compact", "resnet50", "densenet121", "mobilenetv2", "efficientnetb0"),
-    "preprocessing": ("auto", "unit", "vgg16", "signed", "imagenet", "raw"),
+    "model": MODELS,
+    "preprocessing": PREPROCESSINGS,
     "channels": (1, 3),
     "optimizer": ("adam", "adamw"),
     "lr_schedule": ("cosine", "plateau"),
     "class_weight": ("balanced", "none"),
     "fill_mode": ("nearest", "constant", "reflect", "wrap"),
     "on_bad_image": ("skip", "fail"),
-    "norm": ("batch", "group"),
+    "norm": NORMS,
 }
 
 
@@ -167,7 +168,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    from .atomic import write_text
+    from ultrasonic.atomic import write_text
 
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -240,3 +241,12 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
     if isinstance(cfg.classes, str):
         cfg.classes = [c.strip() for c in cfg.classes.split(",") if c.strip()]
+
+
+def positive_index(cfg: Config, classes: list[str]) -> int:
+    """The class called 'positive' (sensitivity = its recall): positive_class, else the second."""
+    if cfg.positive_class is None:
+        return 1
+    if cfg.positive_class not in classes:
+        raise DataError(f"positive_class {cfg.positive_class!r} is not one of the classes {classes}")
+    return classes.index(cfg.positive_class)

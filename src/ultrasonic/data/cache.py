@@ -25,11 +25,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..atomic import atomic_path, write_json
-from ..errors import BadImageError
-from .demo import cache_root
-from .io import read_image
-from .sources import Catalog
+from ultrasonic.atomic import atomic_path, write_json
+from ultrasonic.data.demo import cache_root
+from ultrasonic.data.io import read_image
+from ultrasonic.data.sources import Catalog
+from ultrasonic.errors import BadImageError
 
 log = logging.getLogger("ultrasonic")
 

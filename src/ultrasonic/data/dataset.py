@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..atomic import write_json
-from ..config import Config
-from ..errors import DataError
-from .cache import LoadedImages, load_images
-from .leakage import count_by_kind, describe_leaks, find_leaks
-from .sources import Catalog, open_data
-from .split import SPLITS, assign_splits, patient_ids
+from ultrasonic.atomic import write_json
+from ultrasonic.config import Config
+from ultrasonic.data.cache import LoadedImages, load_images
+from ultrasonic.data.leakage import count_by_kind, describe_leaks, find_leaks
+from ultrasonic.data.sources import Catalog, open_data
+from ultrasonic.data.split import SPLITS, assign_splits, patient_ids
+from ultrasonic.errors import DataError
 
 log = logging.getLogger("ultrasonic")
 

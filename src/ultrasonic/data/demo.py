@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..errors import UltrasonicError
-from .synthetic import lesion_images
+from ultrasonic.atomic import atomic_path
+from ultrasonic.data.synthetic import lesion_images
+from ultrasonic.errors import UltrasonicError
 
 log = logging.getLogger("ultrasonic")
 

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from ..errors import BadImageError, ImageTooLargeError
+from ultrasonic.errors import BadImageError, ImageTooLargeError
 
 log = logging.getLogger("ultrasonic")
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import BadImageError, ImageTooLargeError
+from ultrasonic.errors import BadImageError, ImageTooLargeError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 # Formats Pillow may decode; anything else is refused before a decoder runs.
 # No "MPO": Pillow opens MPO through JPEG's factory and has no OPEN entry for it,
 # so naming it raises KeyError for every format listed after it.
@@ -65,12 +64,6 @@ def read_image(
     return array[..., None] if array.ndim == 2 else array
 
 
-def is_image_name(path: str | os.PathLike) -> bool:
-    """True for a visible file whose suffix is one ultrasonic reads."""
-    p = Path(path)
-    return not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-
-
 def _check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
@@ -95,14 +88,14 @@ def _read_bytes(source: Source, label: str) -> bytes:
 
 def _is_dicom(data: bytes) -> bool:
     """The 'DICM' preamble, or a bare DICOM data set (whose first bytes no Pillow format shares)."""
-    from .dicom import looks_like_dicom
+    from ultrasonic.data.dicom import looks_like_dicom
 
     return looks_like_dicom(data)
 
 
 def _read_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     try:
-        from .dicom import read_dicom
+        from ultrasonic.data.dicom import read_dicom
     except ImportError:
         raise BadImageError(label, "is DICOM, which this installation cannot read yet") from None
     return read_dicom(data, label, max_pixels)

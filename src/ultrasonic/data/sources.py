@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .io import IMAGE_SUFFIXES
+from ultrasonic.data.files import IMAGE_SUFFIXES, skip_reason
+from ultrasonic.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 NPZ_SPLITS = ("train", "val", "test")
@@ -46,7 +46,7 @@ class Catalog:
 def open_data(spec: str, classes: list[str] | None = None, cache_dir: str | None = None) -> Catalog:
     """Open DATA as given on the command line (folder, .npz or "demo")."""
     if spec == "demo":
-        from .demo import demo_file
+        from ultrasonic.data.demo import demo_file
 
         return open_npz(demo_file(cache_dir), classes or ["normal", "pneumonia"])
     path = Path(spec).expanduser().resolve()
@@ -117,7 +117,7 @@ def _scan_classes(root: Path, folder: Path, classes: list[str]):
         count = 0
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(root).as_posix()
-            reason = _skip_reason(path.relative_to(class_dir))
+            reason = skip_reason(path.relative_to(class_dir), path)
             if reason:
                 skipped.append({"file": rel, "reason": reason})
                 continue
@@ -128,18 +128,6 @@ def _scan_classes(root: Path, folder: Path, classes: list[str]):
             raise DataError(f"{class_dir}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                             "add images, remove the folder, or pass --classes to choose the classes")
     return refs, labels, skipped
-
-
-def _skip_reason(rel: Path) -> str | None:
-    """Why a file in a class folder is not an image candidate (None: it is one).
-
-    A name without a suffix may be DICOM, so the decoder decides for it.
-    """
-    if any(part.startswith(".") for part in rel.parts):
-        return "hidden file"
-    if rel.suffix and rel.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"not an image file name ({rel.suffix})"
-    return None
 
 
 def open_npz(path: str | Path, classes: list[str] | None = None) -> Catalog:

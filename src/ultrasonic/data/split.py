@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from ..errors import ConfigError
+from ultrasonic.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 

@@ -1,58 +1,8 @@
-"""Networks by name. Every model: uint8 image in -> augmentation (training only)
--> preprocessing -> backbone -> head -> class probabilities.
+"""Models: the networks by name (names, Keras-free), their building blocks (seed, compact, applications),
+preprocessing and augmentation layers, and build_model, which puts them together (build)."""
 
-    model = build_model(cfg, n_classes=2)
-"""
+from ultrasonic.lazy import lazy_exports
 
-from __future__ import annotations
-
-import keras
-from keras import layers
-
-from ..augment import RandomAffine
-from ..config import Config
-from .applications import APPLICATIONS, application_backbone, application_preprocessing
-from .compact import compact_backbone
-from .preprocess import VGGPreprocess, preprocessing
-from .seed import seed_backbone, seed_head
-
-MODELS = ("seed", "compact", *APPLICATIONS)
-
-
-def build_model(cfg: Config, n_classes: int) -> keras.Model:
-    """The full model of the settings, taking (size, size, channels) uint8 images."""
-    inputs = keras.Input((cfg.image_size, cfg.image_size, cfg.channels), dtype="uint8", name="image")
-    x = inputs
-    if cfg.model in APPLICATIONS and cfg.channels == 1:  # ImageNet networks and their preprocessing want RGB
-        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    # augment the raw pixels (as float), then preprocess: ImageDataGenerator's order
-    x = RandomAffine(cfg.rotation, cfg.shift, cfg.zoom, cfg.horizontal_flip, cfg.fill_mode,
-                     seed=cfg.seed, name="augment")(x)
-    x = preprocessing(preprocessing_of(cfg))(x)
-    if cfg.model == "seed":
-        x = seed_head(seed_backbone(x, l2=cfg.l2, dropout=cfg.dropout), dropout=cfg.dropout)
-    elif cfg.model in APPLICATIONS:
-        x = application_backbone(x, cfg.model, weights=cfg.weights, dropout=cfg.dropout)
-    else:
-        x = compact_backbone(x, width=cfg.width, dropout=cfg.dropout, norm=cfg.norm)
-    outputs = _classifier(x, n_classes)
-    return keras.Model(inputs, outputs, name=f"ultrasonic_{cfg.model}")
-
-
-def preprocessing_of(cfg: Config) -> str:
-    """The preprocessing setting, with 'auto' resolved: what the network's weights expect."""
-    if cfg.preprocessing != "auto":
-        return cfg.preprocessing
-    if cfg.model in APPLICATIONS:
-        return application_preprocessing(cfg.model)
-    return "vgg16" if cfg.model == "seed" else "unit"
-
-
-def _classifier(x, n_classes: int):
-    # float32 output even under a mixed-precision policy, for stable losses and probabilities
-    if n_classes == 2:
-        return layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
-    return layers.Dense(n_classes, activation="softmax", dtype="float32", name="probability")(x)
-
-
-__all__ = ["build_model", "preprocessing_of", "MODELS", "RandomAffine", "VGGPreprocess"]
+__all__ = ["build_model", "preprocessing_of", "MODELS", "PREPROCESSINGS"]
+__getattr__, __dir__ = lazy_exports(__name__, {"build_model": ".build", "preprocessing_of": ".build",
+                                                "MODELS": ".names", "PREPROCESSINGS": ".names"})

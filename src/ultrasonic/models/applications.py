@@ -17,19 +17,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from ..errors import ConfigError
-
-# name -> (keras.applications constructor, the preprocessing its ImageNet weights expect)
-APPLICATIONS = {
-    "resnet50": ("ResNet50", "vgg16"),  # "caffe": BGR minus the ImageNet means
-    "densenet121": ("DenseNet121", "imagenet"),  # "torch": /255, minus mean, over std
-    "mobilenetv2": ("MobileNetV2", "signed"),  # "tf": [-1, 1]
-    "efficientnetb0": ("EfficientNetB0", "raw"),  # rescales inside the network
-}
-
-
-def application_preprocessing(model: str) -> str:
-    return APPLICATIONS[model][1]
+from ultrasonic.errors import ConfigError
+from ultrasonic.models.names import APPLICATIONS
 
 
 def application_backbone(x, model: str, weights: str | None = None, dropout: float = 0.2):

@@ -12,8 +12,8 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from ..errors import ConfigError
-from .settings import ServeSettings
+from ultrasonic.errors import ConfigError
+from ultrasonic.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "serve"]
 
@@ -26,7 +26,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     try:
         import uvicorn
 
-        from .app import create_app
+        from ultrasonic.serve.app import create_app
     except ImportError as exc:
         raise ConfigError(f"the service needs FastAPI and uvicorn ({exc}); install them with "
                           "pip install 'ultrasonic[serve]'") from None

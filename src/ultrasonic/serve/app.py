@@ -22,14 +22,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 
-from .. import __version__
-from ..errors import BadImageError, ConfigError, ImageTooLargeError, UltrasonicError
-from ..predict import Predictor
-from .audit import AuditLog
-from .cams import CamStore
-from .guard import RequestGuard
-from .service import PredictionService, UploadTooLargeError
-from .settings import ServeSettings
+from ultrasonic import __version__
+from ultrasonic.errors import BadImageError, ConfigError, ImageTooLargeError, UltrasonicError
+from ultrasonic.inference.predictor import Predictor
+from ultrasonic.serve.audit import AuditLog
+from ultrasonic.serve.cams import CamStore
+from ultrasonic.serve.guard import RequestGuard
+from ultrasonic.serve.service import PredictionService, UploadTooLargeError
+from ultrasonic.serve.settings import ServeSettings
 
 log = logging.getLogger("ultrasonic")
 

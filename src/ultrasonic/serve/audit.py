@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ConfigError
+from ultrasonic.errors import ConfigError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (

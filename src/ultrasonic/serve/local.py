@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UltrasonicError
+from ultrasonic.errors import UltrasonicError
 
 
 class ServerStartError(UltrasonicError):

@@ -13,11 +13,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import UltrasonicError
-from ..predict import Predictor
-from .audit import AuditLog
-from .cams import CamStore
-from .guard import too_large_message
+from ultrasonic.errors import UltrasonicError
+from ultrasonic.inference.predictor import Predictor
+from ultrasonic.serve.audit import AuditLog
+from ultrasonic.serve.cams import CamStore
+from ultrasonic.serve.guard import too_large_message
 
 log = logging.getLogger("ultrasonic")
 
@@ -70,7 +70,7 @@ class PredictionService:
         p = row["probabilities"][row["class"]]
         png = None
         if heatmap is not None:
-            from ..explain import overlay_png
+            from ultrasonic.explain.gradcam import overlay_png
 
             png = overlay_png(image, heatmap, f"{row['class']} {p:.2f}")  # as `ultrasonic explain` captions
         sha256 = hashlib.sha256(data).hexdigest()
@@ -88,7 +88,7 @@ class PredictionService:
             probs = self.predictor.predict_proba(images, batch_size=len(images))  # no padding to 64
             if not self.explains:
                 return probs, None
-            from ..explain import gradcam  # imports Keras: only the Keras engine gets here
+            from ultrasonic.explain.gradcam import gradcam  # imports Keras: only the Keras engine gets here
 
             if class_index is None:
                 class_index = self.predictor.classes.index(self.predictor.decide(probs)[0])

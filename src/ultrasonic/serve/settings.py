@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ultrasonic.errors import ConfigError
 
 MAX_UPLOAD_MB = 32.0
 # Far below read_image's own cap: a service decodes whatever strangers send it.

@@ -1,0 +1,93 @@
+"""evaluate: a run + a split (or new data) -> clinical metrics with 95 % CIs, plots and an HTML report.
+
+    metrics = evaluate("runs/cxr")                      # the run's own test split
+    metrics = evaluate("runs/cxr", "other_hospital/")   # all images of another folder
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ultrasonic.config import load_config
+from ultrasonic.data.dataset import Dataset, load_dataset
+from ultrasonic.errors import DataError, RunError
+from ultrasonic.evaluation.metrics import evaluate_predictions, write_metrics_json
+from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_roc
+from ultrasonic.evaluation.report import write_report
+from ultrasonic.inference.predictor import Predictor
+from ultrasonic.rundir import RunDir
+
+log = logging.getLogger("ultrasonic")
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", *,
+             out: str | Path | None = None, n_boot: int = 1000) -> dict:
+    """Evaluate the run on `split` and write metrics.json, plots and report.html to RUN_DIR/eval."""
+    run = RunDir(run_dir)
+    predictor = Predictor(run.path)
+    ds, indices, where = _images(run, data, split, predictor.classes)
+    probs = predictor.predict_proba(ds.images[indices]) if len(indices) else None
+    if probs is None:
+        raise DataError(f"{where}: no images to evaluate in split {split!r}")
+    y = _labels_in_run_classes(ds, indices, predictor.classes)
+    positive = predictor.classes.index(predictor.positive_class) if predictor.positive_class else 1
+    metrics = evaluate_predictions(y, probs, predictor.classes, threshold=predictor.threshold
+                                   if len(predictor.classes) == 2 else None,
+                                   positive_index=positive, n_boot=n_boot, seed=0)
+    metrics["evaluated_on"] = where
+    out = Path(out) if out else run.eval
+    _write_outputs(out, run, predictor, metrics, y, probs, positive, where)
+    log.info("evaluate: report %s", out / "report.html")
+    return metrics
+
+
+def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tuple[Dataset, np.ndarray, str]:
+    """The run's own split (same files as training saw) or a split of new DATA."""
+    cfg = load_config(file=run.config)
+    if data is None:
+        trained_on = run.read_meta()["data"]["path"]  # absolute, whatever the working folder was
+        if not Path(trained_on).exists():
+            raise RunError(f"{run.path}: the data it was trained on ({trained_on}) is gone; pass DATA to evaluate on")
+        ds = load_dataset(replace(cfg, data=trained_on, classes=classes), split_of=run.read_splits())
+        return ds, ds.indices(split), f"{cfg.data} [{split} split of the run]"
+    named = None if Path(data).is_dir() else classes  # an .npz has no class names of its own
+    ds = load_dataset(replace(cfg, data=data, classes=named, val_fraction=0.0, test_fraction=0.0,
+                              min_split_images=0))
+    given = {g for g in ds.catalog.given_split if g}
+    chosen = split if split in given else "train"  # a plain class folder: every image
+    where = f"{data} [{split} split]" if split in given else f"{data} [all images]"
+    return ds, ds.indices(chosen), where
+
+
+def _labels_in_run_classes(ds: Dataset, indices: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Map the data's class indices onto the run's; a class the model never saw is an error."""
+    unknown = sorted(set(ds.classes) - set(classes))
+    if unknown:
+        raise DataError(f"{ds.catalog.root}: classes {unknown} are not among the model's {classes}")
+    mapping = np.array([classes.index(c) for c in ds.classes])
+    return mapping[ds.labels[indices]]
+
+
+def _write_outputs(out: Path, run: RunDir, predictor: Predictor, metrics: dict, y: np.ndarray,
+                   probs: np.ndarray, positive: int, where: str) -> None:
+    classes = predictor.classes
+    write_metrics_json(out / "metrics.json", metrics)
+    images = {"Confusion matrix": out / "confusion_matrix.png", "ROC curve": out / "roc.png",
+              "Precision-recall curve": out / "pr.png"}
+    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), metrics.get("confusion_labels", classes),
+                          images["Confusion matrix"])
+    threshold = predictor.threshold if len(classes) == 2 else None
+    plot_roc(y, probs, classes, images["ROC curve"], positive_index=positive, threshold=threshold)
+    plot_pr(y, probs, classes, images["Precision-recall curve"], positive_index=positive)
+    if run.curves.exists():
+        images["Training curves"] = run.curves
+    info = {"run": str(run.path), "model id": predictor.model_id, "preset": predictor.meta.get("preset"),
+            "evaluated on": where, "images": len(y), "classes": ", ".join(classes),
+            "threshold": f"{predictor.threshold:.3f} ({predictor.meta.get('threshold_method')})",
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_report(out / "report.html", f"ultrasonic evaluation: {run.path.name}", metrics, images, info)

@@ -1,0 +1,167 @@
+"""A one-file HTML report of an evaluation: run info, metrics with 95% CIs, confusion counts, figures.
+
+The file is self-contained (inline CSS, images as base64 data URIs, no scripts,
+no links), so it can be mailed or archived and still open years later:
+
+    write_report(run / "eval" / "report.html", "Pneumonia, test split", metrics,
+                 {"ROC curve": run / "eval" / "roc.png"}, {"run": "r1", "model": "resnet50"})
+
+Every text that comes from outside (class names, info values, captions) is
+HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from html import escape
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ultrasonic.atomic import write_text
+from ultrasonic.errors import UltrasonicError
+from ultrasonic.evaluation.metrics import BINARY_RATES, CONFUSION_COUNTS, OVERALL_RATES, PER_CLASS_RATES
+
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
+       max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: 0.5rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #ddd; padding: 0.3rem 0.7rem; text-align: right; }
+th { background: #f4f6f8; }
+td:first-child, th:first-child { text-align: left; }
+.ci { color: #666; font-size: 0.9em; }
+figure { margin: 1rem 0 2rem; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.95em; }
+"""
+
+
+def write_report(
+    out_html: Path, title: str, metrics: dict[str, Any], images: dict[str, Path], info: dict[str, Any]
+) -> None:
+    """Write the report atomically to `out_html`.
+
+    metrics: the output of `evaluate_predictions` (or metrics.json read back);
+    images: caption -> image file (PNG, JPEG or SVG), shown in that order;
+    info: label -> value rows of the first table (run, model, data, split, n images, date, ...).
+    """
+    body = [f"<h1>{escape(title)}</h1>", _info_section(info), _metrics_section(metrics), _images_section(images)]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</body>\n</html>\n"
+    )
+    write_text(out_html, page)
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An HTML table; header texts are escaped here, row cells must already be HTML."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>\n" for row in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}</table>"
+
+
+def _num(value: Any) -> str:
+    """A metric value with three decimals; nan or null (undefined) shows as n/a."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}"
+
+
+def _value_cells(entry: Mapping[str, Any]) -> list[str]:
+    """[value, CI] cells for one {"value", "ci95"} entry."""
+    lo, hi = entry["ci95"]
+    ci = "n/a" if _num(lo) == "n/a" or _num(hi) == "n/a" else f"{_num(lo)} &ndash; {_num(hi)}"
+    return [_num(entry["value"]), f'<span class="ci">{ci}</span>']
+
+
+def _matrix_table(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
+    """Confusion matrix, rows = true class, columns = predicted class."""
+    header = ["true \\ predicted", *labels]
+    rows = [[escape(label), *(str(int(c)) for c in row)] for label, row in zip(labels, cm)]
+    return _table(header, rows)
+
+
+def _info_section(info: Mapping[str, Any]) -> str:
+    if not info:
+        return ""
+    rows = [[escape(str(key)), escape(str(value))] for key, value in info.items()]
+    return "<h2>Run</h2>\n" + _table(["", ""], rows)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def _metrics_section(metrics: Mapping[str, Any]) -> str:
+    if metrics.get("task") == "binary":
+        return _binary_section(metrics)
+    return _multiclass_section(metrics)
+
+
+def _binary_section(metrics: Mapping[str, Any]) -> str:
+    """Rates at 0.5 and at the chosen threshold side by side, then the confusion counts."""
+    blocks = [metrics[key] for key in ("at_0.5", "at_threshold") if key in metrics]
+    header = ["metric"]
+    for block in blocks:
+        header += [f"at threshold {block['threshold']:.3f}", "95% CI"]
+    rates = [[name, *sum((_value_cells(b[name]) for b in blocks), [])] for name in BINARY_RATES]
+    counts = [[name.upper(), *(str(b[name]) for b in blocks)] for name in CONFUSION_COUNTS]
+    labels = metrics.get("confusion_labels", metrics["classes"])
+    positive = escape(str(metrics["positive_class"]))
+    return (
+        f"<h2>Metrics</h2>\n<p>{metrics['n']} images; positive class = {positive}.</p>\n"
+        + _table(header, rates)
+        + "\n<h2>Confusion counts</h2>\n"
+        + _table(["count", *(h for h in header[1::2])], counts)
+        + "\n<p>Confusion matrix at threshold 0.5:</p>\n"
+        + _matrix_table(metrics["confusion_matrix"], labels)
+    )
+
+
+def _multiclass_section(metrics: Mapping[str, Any]) -> str:
+    """Overall rates, a per-class table (value and CI per cell), then the confusion matrix."""
+    overall = [[name, *_value_cells(metrics["overall"][name])] for name in OVERALL_RATES]
+    per_class = [
+        [escape(str(name)), *("<br>".join(_value_cells(entry[rate])) for rate in PER_CLASS_RATES)]
+        for name, entry in metrics["per_class"].items()
+    ]
+    return (
+        f"<h2>Metrics</h2>\n<p>{metrics['n']} images, {len(metrics['classes'])} classes.</p>\n"
+        + _table(["metric", "value", "95% CI"], overall)
+        + "\n<h2>Per class (one-vs-rest)</h2>\n"
+        + _table(["class", *PER_CLASS_RATES], per_class)
+        + "\n<h2>Confusion matrix</h2>\n"
+        + _matrix_table(metrics["confusion_matrix"], metrics["classes"])
+    )
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def _data_uri(path: Path) -> str:
+    """The image file as a data: URI, so the report needs no other file."""
+    path = Path(path)
+    mime = IMAGE_TYPES.get(path.suffix.lower())
+    if mime is None:
+        raise UltrasonicError(f"{path}: cannot embed a {path.suffix or 'suffix-less'} file; use PNG, JPEG or SVG")
+    if not path.is_file():
+        raise UltrasonicError(f"{path}: image not found; draw the figures before writing the report")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _images_section(images: Mapping[str, Path]) -> str:
+    figures = [
+        f'<figure><img src="{_data_uri(path)}" alt="{escape(caption)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+        for caption, path in images.items()
+    ]
+    return "<h2>Figures</h2>\n" + "\n".join(figures) if figures else ""

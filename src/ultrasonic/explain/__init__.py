@@ -1,0 +1,8 @@
+"""Explanations: Grad-CAM heat maps (gradcam), the gradients behind them, one function per backend
+(gradients), and the overlay PNG drawn with Pillow alone (overlay)."""
+
+from ultrasonic.lazy import lazy_exports
+
+__all__ = ["gradcam", "explain_files", "overlay_png"]
+__getattr__, __dir__ = lazy_exports(__name__, {"gradcam": ".gradcam", "explain_files": ".gradcam",
+                                                "overlay_png": ".overlay"})

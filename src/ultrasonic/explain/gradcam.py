@@ -1,0 +1,199 @@
+"""Grad-CAM: where in the image the model found the evidence for a class (Selvaraju et al. 2017).
+
+For a target convolutional layer with feature maps A_k, the weight of map k is
+the mean over (h, w) of d(class logit)/dA_k; the heat map is
+ReLU(sum_k w_k A_k), bilinearly upsampled to the input and scaled to [0, 1].
+The gradient is the only backend-specific step (gradients.py).
+
+    maps = gradcam(model, images_uint8)                    # (N, H, W) in [0, 1]
+    png = overlay_png(images_uint8[0], maps[0], "PNEUMONIA 0.93")
+    rows = explain_files(Predictor("runs/cxr"), ["scans/"], "cams/")
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import keras
+import numpy as np
+from PIL import Image
+
+from ultrasonic.atomic import write_bytes
+from ultrasonic.data.files import expand_paths
+from ultrasonic.errors import BadImageError, RunError, UltrasonicError
+from ultrasonic.explain.gradients import conv_output_and_grad
+from ultrasonic.explain.overlay import overlay_png
+
+BATCH = 32  # images per gradient call: bounds memory on big inputs
+
+
+def last_conv_layer(model: keras.Model) -> str:
+    """Name of the last Conv2D layer (with a 4-D output), searched from the model's end."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.Conv2D) and len(layer.output.shape) == 4:
+            return layer.name
+    raise RunError(f"model {model.name!r} has no Conv2D layer; Grad-CAM needs a convolutional network")
+
+
+def gradcam(model: keras.Model, images: np.ndarray, class_index: int | None = None,
+            layer: str | None = None) -> np.ndarray:
+    """(N, H, W) float32 heat maps in [0, 1] for uint8 images (N, H, W, C) as the model takes them.
+
+    class_index None explains the predicted class (the positive class of a 1-unit sigmoid
+    model); 0 on a sigmoid model explains the negative class. layer None: default_target_layer.
+    """
+    images = _check_images(model, images)
+    _check_class_index(model, class_index)
+    layer = layer or default_target_layer(model)
+    _check_layer(model, layer)
+    if len(images) == 0:
+        return np.zeros((0, *images.shape[1:3]), np.float32)
+    cams = np.concatenate([_cam(*conv_output_and_grad(model, images[k:k + BATCH], layer, class_index))
+                           for k in range(0, len(images), BATCH)])
+    return np.stack([_upsample_unit(cam, images.shape[1:3]) for cam in cams])
+
+
+def default_target_layer(model: keras.Model) -> str:
+    """The output of the last down-sampling step (pooling or strided conv block) at >= 1/8 of the input.
+
+    Why not the last conv layer: both project networks end at 1/16 of the input
+    (4 x 4 cells at 64 px), too coarse to point at a small lesion, and their
+    receptive field there covers the whole image. Measured on synthetic lesions
+    (docs/explain.md): pointing game 0.00-0.31 at the last conv layer, 0.46-1.00
+    at the last block at 1/8, 0.91-1.00 at the 1/8 stage output chosen here.
+    Falls back to last_conv_layer when the network never down-samples.
+    """
+    height = model.inputs[0].shape[1]
+    chosen, seen_conv = None, False
+    for layer in model.layers:
+        seen_conv = seen_conv or isinstance(layer, keras.layers.Conv2D)
+        shape = layer.output.shape
+        if not seen_conv or len(shape) != 4 or not height or not shape[1] or shape[1] * 8 < height:
+            continue
+        if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            chosen = layer.name
+        elif isinstance(layer, keras.layers.Conv2D) and max(layer.strides) > 1:
+            chosen = _block_output(model, layer)
+    return chosen or last_conv_layer(model)
+
+
+def _block_output(model: keras.Model, conv) -> str:
+    """The strided conv's block output: the norm and activation layers that directly follow it."""
+    name = conv.name
+    for layer in model.layers[model.layers.index(conv) + 1:]:
+        follows = layer.input is model.get_layer(name).output
+        if not follows or not isinstance(layer, (keras.layers.ReLU, keras.layers.Activation,
+                                                 keras.layers.BatchNormalization, keras.layers.GroupNormalization,
+                                                 keras.layers.LayerNormalization)):
+            break
+        name = layer.name
+    return name
+
+
+def _cam(fmap: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """ReLU(sum_k w_k A_k) with w_k the spatial mean of the gradient; (N, h, w)."""
+    weights = grads.mean(axis=(1, 2))
+    return np.maximum(np.einsum("nhwk,nk->nhw", fmap, weights), 0.0)
+
+
+def _upsample_unit(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling to (H, W), then scaled so the peak is 1 (an all-zero map stays zero)."""
+    height, width = size
+    up = np.asarray(Image.fromarray(cam.astype(np.float32), "F").resize((width, height), Image.Resampling.BILINEAR))
+    peak = float(up.max())
+    return (up / peak if peak > 0 else np.zeros_like(up)).astype(np.float32)
+
+
+def _check_images(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    expected = tuple(model.inputs[0].shape[1:])
+    if images.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, images.shape[1:])):
+        raise UltrasonicError(f"images have shape {images.shape}; "
+                              f"this model takes (N, {', '.join(map(str, expected))})")
+    if images.dtype != np.uint8:
+        raise UltrasonicError(f"images have dtype {images.dtype}; the model takes uint8 images (0-255)")
+    return images
+
+
+def _check_class_index(model: keras.Model, class_index: int | None) -> None:
+    units = model.outputs[0].shape[-1]
+    n_classes = 2 if units == 1 else units
+    if class_index is not None and not 0 <= class_index < n_classes:
+        raise UltrasonicError(f"class_index {class_index} is out of range: the model has {n_classes} classes")
+
+
+def _check_layer(model: keras.Model, layer: str) -> None:
+    try:
+        shape = model.get_layer(layer).output.shape
+    except ValueError:
+        raise RunError(f"model {model.name!r} has no layer {layer!r}; its layers with 4-D outputs are: "
+                       f"{', '.join(_spatial_layers(model))}") from None
+    if len(shape) != 4:
+        raise RunError(f"layer {layer!r} has output shape {tuple(shape)}; Grad-CAM needs a 4-D feature map, e.g. "
+                       f"one of: {', '.join(_spatial_layers(model))}")
+
+
+def _spatial_layers(model: keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers[1:] if len(layer.output.shape) == 4]
+
+
+def explain_files(predictor, paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                  layer: str | None = None) -> list[dict]:
+    """Predict and explain image files and folders; writes <out_dir>/<stem>_cam.png per image.
+
+    Returns the rows of Predictor.predict_files, each with "cam" (the PNG's path); an
+    unreadable file gives a row with "error" instead. The heat map explains the class in
+    the row (the decided class, at the run's threshold), named with its probability.
+    """
+    files, out_dir = expand_paths(paths), Path(out_dir)
+    names = _cam_names(files)
+    rows = []
+    for k in range(0, len(files), BATCH):
+        chunk = [str(f) for f in files[k:k + BATCH]]
+        rows += _explain_chunk(predictor, chunk, [out_dir / names[k + i] for i in range(len(chunk))], layer)
+    return rows
+
+
+def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str | None) -> list[dict]:
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:  # decoders run in C, as in predict
+        decoded = list(pool.map(lambda name: _try_read(predictor, name), chunk))
+    good = [i for i, x in enumerate(decoded) if not isinstance(x, str)]
+    rows: list[dict] = [{"file": name, "error": x} for name, x in zip(chunk, decoded)]
+    if not good:
+        return rows
+    images = np.stack([decoded[i] for i in good])
+    for i, row in zip(good, predictor.rows([chunk[i] for i in good], predictor.predict_proba(images))):
+        rows[i] = row
+    for class_name in {rows[i]["class"] for i in good}:
+        picked = [i for i in good if rows[i]["class"] == class_name]
+        maps = gradcam(predictor.model, np.stack([decoded[i] for i in picked]),
+                       predictor.classes.index(class_name), layer)
+        for i, heat in zip(picked, maps):
+            caption = f"{class_name} {rows[i]['probabilities'][class_name]:.2f}"
+            write_bytes(targets[i], overlay_png(decoded[i], heat, caption))
+            rows[i]["cam"] = str(targets[i])
+    return rows
+
+
+def _try_read(predictor, path: str) -> np.ndarray | str:
+    try:
+        return predictor.read(path)
+    except BadImageError as exc:
+        return exc.problem
+
+
+def _cam_names(files: list[Path]) -> list[str]:
+    """<stem>_cam.png per file; a name already taken (a/x.png and b/x.png) gets _2, _3..."""
+    used: set[str] = set()
+    names = []
+    for f in files:
+        name, n = f"{f.stem}_cam.png", 1
+        while name in used:
+            n += 1
+            name = f"{f.stem}_{n}_cam.png"
+        used.add(name)
+        names.append(name)
+    return names

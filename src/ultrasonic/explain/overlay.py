@@ -1,0 +1,62 @@
+"""The Grad-CAM overlay: a heat map in jet colours over the image, with a caption; Pillow and numpy only.
+
+    png = overlay_png(image_uint8, heatmap_0_1, "PNEUMONIA 0.93")
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ultrasonic.errors import UltrasonicError
+
+ALPHA = 0.4  # opacity of the heat map over the image
+MIN_OVERLAY_SIDE = 256  # overlays are scaled up to this, so the caption is legible
+
+
+def overlay_png(image: np.ndarray, heatmap: np.ndarray, caption: str) -> bytes:
+    """PNG bytes: the heat map (jet colours, alpha 0.4) over the image, `caption` on a dark box in a corner.
+
+    `image` is uint8 (H, W), (H, W, 1) or (H, W, 3); `heatmap` is (h, w) in [0, 1], resized to
+    the image. Small images are scaled up so the shorter side is at least 256 px.
+    """
+    rgb = _to_rgb(image)
+    height, width = rgb.shape[:2]
+    scale = max(1.0, MIN_OVERLAY_SIDE / min(height, width))
+    size = (round(width * scale), round(height * scale))
+    base = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.float32)
+    heat = np.asarray(Image.fromarray(np.clip(np.asarray(heatmap, np.float32), 0, 1), "F")
+                      .resize(size, Image.Resampling.BILINEAR))
+    blended = (1 - ALPHA) * base + ALPHA * 255 * _jet(np.clip(heat, 0, 1))
+    out = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
+    _draw_caption(out, caption)
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3)):
+        raise UltrasonicError(f"overlay needs a uint8 image (H, W), (H, W, 1) or (H, W, 3); "
+                              f"got {image.dtype} {image.shape}")
+    if image.ndim == 2 or image.shape[-1] == 1:
+        return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+    return image
+
+
+def _jet(x: np.ndarray) -> np.ndarray:
+    """The classic 'jet' colour map (blue -> cyan -> yellow -> red) as (H, W, 3) in [0, 1]."""
+    return np.clip(np.stack([1.5 - np.abs(4 * x - c) for c in (3, 2, 1)], axis=-1), 0, 1)
+
+
+def _draw_caption(img: Image.Image, caption: str) -> None:
+    """White text on a dark translucent box in the top-left corner, sized to the image."""
+    draw = ImageDraw.Draw(img, "RGBA")
+    font = ImageFont.load_default(size=max(14, img.height // 16))
+    margin = max(4, img.height // 64)
+    _, _, right, bottom = draw.textbbox((2 * margin, 2 * margin), caption, font=font)
+    draw.rectangle((margin, margin, right + margin, bottom + margin), fill=(0, 0, 0, 190))
+    draw.text((2 * margin, 2 * margin), caption, font=font, fill=(255, 255, 255, 255))

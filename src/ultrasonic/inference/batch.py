@@ -1,0 +1,140 @@
+"""Predict over a whole archive into one CSV: streamed, resumable, shardable.
+
+    ultrasonic predict runs/cxr /archive --out preds.csv [--resume] [--shard 2/4] [--engine onnx]
+
+Files are walked lazily and predicted batch by batch (Predictor.iter_files:
+decoding on every core overlaps inference), so memory does not grow with the
+archive. Each batch's rows are appended and flushed at once, so a killed run
+loses at most the batch in flight. This CSV is the one file ultrasonic does
+not write atomically: it is append-only, with a header; `--resume` cuts a
+torn last line and skips the files already in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ultrasonic.data.files import iter_paths
+from ultrasonic.errors import ConfigError, RunError
+from ultrasonic.inference.predictor import Predictor
+
+TAIL_BLOCK = 1 << 16
+
+
+@dataclass
+class ArchiveSummary:
+    written: int  # rows appended by this call
+    errors: int  # of them, unreadable files
+    skipped: int  # files already in the CSV (--resume)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4): the second of four shards, counted from 1."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: write K/N, e.g. 1/4 for the first of four shards") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {text!r}: K must be between 1 and N (the shards are 1/{n} to {n}/{n})")
+    return k, n
+
+
+def predict_to_csv(predictor: Predictor, paths: Iterable[str | os.PathLike], out: str | os.PathLike, *,
+                   batch_size: int = 32, resume: bool = False, shard: tuple[int, int] | None = None,
+                   progress: bool = True) -> ArchiveSummary:
+    """Append one row per image file under `paths` to the CSV `out`; see the module docstring."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    header = ["file", "class", *[f"p_{c}" for c in predictor.classes], "threshold", "error"]
+    done = _resume(out, header) if resume else _start(out, header)
+    files = (f for f in iter_paths(paths, shard) if not _contains(done, str(f)))
+    written = errors = 0
+    with open(out, "a", newline="", encoding="utf-8") as sink, \
+            tqdm(unit="img", desc="predict", disable=not progress, smoothing=0.05) as bar:
+        if not out.stat().st_size:
+            sink.write(_csv_line(header))
+        for rows in predictor.iter_files(files, batch_size):
+            sink.write("".join(_csv_line(_csv_row(r, predictor.classes)) for r in rows))
+            sink.flush()  # a kill loses at most the batch being predicted
+            written += len(rows)
+            errors += sum("error" in r for r in rows)
+            bar.update(len(rows))
+    return ArchiveSummary(written, errors, len(done))
+
+
+def _start(out: Path, header: list[str]) -> np.ndarray:
+    if out.exists() and out.stat().st_size:
+        raise RunError(f"{out}: already exists; pass --resume to continue it, or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"")
+    return np.zeros(0, dtype=np.uint64)
+
+
+def _resume(out: Path, header: list[str]) -> np.ndarray:
+    """Sorted keys of the files already in `out`, after cutting a torn last line."""
+    if not out.exists():
+        return _start(out, header)
+    _cut_torn_line(out)
+    with open(out, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        found = next(reader, None)
+        if found is None:
+            return np.zeros(0, dtype=np.uint64)
+        if found != header:
+            raise RunError(f"{out}: its columns {found} are not this model's {header}; "
+                           "it was written by another model: choose another --out")
+        return np.unique(np.fromiter((_key(row[0]) for row in reader if row), dtype=np.uint64))
+
+
+def _cut_torn_line(out: Path) -> None:
+    """A kill mid-write leaves a last line without its newline: drop that part-row."""
+    with open(out, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - TAIL_BLOCK)
+            f.seek(start)
+            block = f.read(position - start)
+            if position == end and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return
+            position = start
+        f.truncate(0)
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _contains(keys: np.ndarray, name: str) -> bool:
+    """Membership by 64-bit hash: 8 bytes per finished file instead of the whole name."""
+    if not len(keys):
+        return False
+    key = np.uint64(_key(name))
+    i = np.searchsorted(keys, key)
+    return bool(i < len(keys) and keys[i] == key)
+
+
+def _csv_row(row: dict, classes: list[str]) -> list:
+    probs = row.get("probabilities", {})
+    threshold = row.get("threshold")
+    return [row["file"], row.get("class", ""), *[probs.get(c, "") for c in classes],
+            "" if threshold is None else threshold, row.get("error", "")]
+
+
+def _csv_line(values: list) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue()

@@ -1,0 +1,148 @@
+"""What runs a trained model: Keras (the run's model.keras) or ONNX Runtime (its exported model.onnx).
+
+Both take the same raw uint8 images (N, H, W, C) and give (N, K) class
+probabilities. The ONNX engine imports neither Keras nor TensorFlow, so a
+deployment that predicts through it needs only numpy, Pillow and
+onnxruntime at run time.
+
+    engine = open_engine("runs/cxr", meta, "onnx")
+    probs = engine.predict(images_uint8, batch_size=64)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ultrasonic.errors import RunError
+
+if TYPE_CHECKING:
+    import keras
+
+ENGINES = ("keras", "onnx")
+ONNX_FILE = "model.onnx"
+SAVEDMODEL_DIR = "savedmodel"
+# What travels with an exported model: in the ONNX metadata_props (values JSON-encoded) and the sidecar JSON.
+CARRIED = ("model_id", "task", "classes", "positive_class", "threshold", "image_size", "channels")
+
+
+def sidecar_path(exported: str | Path) -> Path:
+    """model.onnx -> model.onnx.json; savedmodel/ -> savedmodel.json (beside the folder)."""
+    exported = Path(exported)
+    return exported.with_name(exported.name + ".json")
+
+
+def open_engine(run_dir: str | Path, meta: dict, engine: str = "keras"):
+    """The engine named `engine` for the run in `run_dir` (whose meta.json is `meta`)."""
+    if engine == "keras":
+        return KerasEngine(Path(run_dir) / "model.keras")
+    if engine == "onnx":
+        return OnnxEngine(Path(run_dir) / ONNX_FILE, meta["model_id"])
+    raise RunError(f"engine {engine!r} is not one of {ENGINES}")
+
+
+class KerasEngine:
+    """The .keras model, loaded in safe mode; imports Keras (and its backend) when opened."""
+
+    name = "keras"
+
+    def __init__(self, path: Path):
+        self.model = load_model(path)
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return predict_array(self.model, images, batch_size=batch_size)
+
+
+class OnnxEngine:
+    """An exported model.onnx through ONNX Runtime on the CPU; refuses a file exported from another model."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, model_id: str):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise RunError("engine 'onnx' needs ONNX Runtime: pip install 'ultrasonic[onnx]' "
+                           "(or pip install onnxruntime)") from None
+        if not path.is_file():
+            raise RunError(f"{path}: not found; make it with `ultrasonic export {path.parent}` first")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: ORT warns about unused initialisers tf2onnx leaves
+        # ORT's default is one thread per physical core of the machine, blind to CPU affinity, and its
+        # threads spin while idle, taking the cores the decoding threads need; measured 108 -> 155 img/s.
+        options.intra_op_num_threads = len(os.sched_getaffinity(0))
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types for broken files
+            raise RunError(f"{path}: ONNX Runtime cannot load it ({exc}); export it again") from None
+        self.metadata = {k: json.loads(v) for k, v in self.session.get_modelmeta().custom_metadata_map.items()
+                         if k in CARRIED}
+        if self.metadata.get("model_id") != model_id:
+            raise RunError(f"{path}: exported from model {self.metadata.get('model_id')}, but the run's model is "
+                           f"{model_id}; export it again (`ultrasonic export {path.parent}`)")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = [self.session.run(None, {self.input_name: images[k:k + batch_size]})[0]
+               for k in range(0, len(images), batch_size)]
+        probs = np.concatenate(out) if out else np.zeros((0, self.session.get_outputs()[0].shape[-1]), "float32")
+        return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a .keras file with safe_mode=True: code inside a model file (Lambda) is refused."""
+    import keras
+
+    import ultrasonic.models.build  # noqa: F401  (registers the project's layers before any model is loaded)
+
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: model file not found; train a run first")
+    if not zipfile.is_zipfile(path):  # Keras would say "file not found" for a truncated file
+        raise RunError(f"{path}: not a .keras model (not a zip archive), perhaps truncated or damaged; "
+                       "copy it again or retrain")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises ValueError/TypeError/OSError for hostile or broken files
+        raise RunError(f"{path}: refused to load the model: {_refusal(exc)}. Models load in Keras' safe mode: "
+                       "only files saved by `ultrasonic train`, without Lambda layers or unknown custom "
+                       "objects; retrain, or find out where this file came from") from None
+
+
+def _refusal(exc: Exception) -> str:
+    """One line saying why Keras refused a model file (its own message can run to kilobytes of config)."""
+    text = str(exc)
+    if "`Lambda` layer" in text or "'class_name': 'Lambda'" in text:
+        return "it contains a Lambda layer, Python code that loading would run"
+    unknown = re.findall(r"Could not locate (class|function) '([^']+)'", text)
+    if unknown:
+        kind, name = unknown[-1]
+        module = re.findall(r"Full object config: \{'module': '([^']+)'", text)
+        return f"it needs an unknown {kind} {name!r}" + (f" from module {module[-1]!r}" if module else "")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:300].rstrip('.')}"
+
+
+def predict_array(model: keras.Model, images: np.ndarray, indices: np.ndarray | None = None,
+                  batch_size: int = 64) -> np.ndarray:
+    """(N, K) class probabilities for images[indices]; a sigmoid output becomes [1 - p, p].
+
+    A short batch is padded up to the next power of two (at most `batch_size`), so the
+    compiled predict step is traced for a handful of shapes only, and one image costs one.
+    """
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+    out = []
+    for k in range(0, len(indices), batch_size):
+        batch = np.asarray(images[indices[k:k + batch_size]])
+        size = min(batch_size, 1 << (len(batch) - 1).bit_length())
+        padded = np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
+        out.append(np.asarray(model.predict_on_batch(padded))[:len(batch)])
+    probs = np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype="float32")
+    return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs

@@ -1,0 +1,126 @@
+"""export: a run's model as ONNX or a TensorFlow SavedModel, through Keras' own `model.export`.
+
+    ultrasonic export runs/cxr                          # -> runs/cxr/model.onnx (+ model.onnx.json)
+    ultrasonic export runs/cxr --format savedmodel      # -> runs/cxr/savedmodel/ (+ savedmodel.json)
+
+The exported model takes the same raw uint8 images (N, H, W, C) as the .keras
+file: preprocessing is inside it. Classes, threshold, positive class, image
+size, channels and model_id travel with it, in a sidecar JSON beside it and,
+for ONNX, in the model's own metadata_props (values JSON-encoded).
+
+Both formats are made by TensorFlow (tf2onnx for ONNX). Under another backend
+the export runs in a TensorFlow subprocess: the .keras file is the same under
+every backend, so the result is too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ultrasonic import __version__
+from ultrasonic.atomic import atomic_path, write_json
+from ultrasonic.errors import RunError
+from ultrasonic.inference.engines import CARRIED, ONNX_FILE, SAVEDMODEL_DIR, sidecar_path
+from ultrasonic.rundir import RunDir
+
+log = logging.getLogger("ultrasonic")
+
+FORMATS = ("onnx", "savedmodel")
+
+
+def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathLike | None = None) -> Path:
+    """Export the run's model; returns where it went. The sidecar JSON is `<out>.json`."""
+    if format not in FORMATS:
+        raise RunError(f"export format {format!r} is not one of {FORMATS}")
+    run = RunDir(run_dir)
+    meta = run.read_meta()
+    out = Path(out) if out else run.path / (ONNX_FILE if format == "onnx" else SAVEDMODEL_DIR)
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return _export_in_tensorflow(run.path, format, out)
+    from ultrasonic.inference.engines import load_model
+
+    model = load_model(run.model)
+    height, width = meta["image_size"]
+    model(np.zeros((1, height, width, meta["channels"]), dtype=np.uint8))  # export refuses a never-called model
+    info = carried(meta)
+    if format == "onnx":
+        _export_onnx(model, out, info)
+    else:
+        _export_savedmodel(model, out)
+    write_json(sidecar_path(out), {**info, "format": format, "file": out.name, "ultrasonic": __version__,
+                                   "input": {"dtype": "uint8", "shape": [None, height, width, meta["channels"]],
+                                             "note": "raw pixels 0-255; the model normalises itself"},
+                                   "output": "class probabilities (N, K); one sigmoid unit (N, 1) for two "
+                                             "classes, p of classes[1]"})
+    log.info("export: %s -> %s (+ %s)", run.model, out, sidecar_path(out).name)
+    return out
+
+
+def carried(meta: dict) -> dict:
+    """The metadata an exported model takes with it."""
+    return {key: meta.get(key) for key in CARRIED}
+
+
+def _export_onnx(model, out: Path, info: dict) -> None:
+    if importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("onnx") is None:
+        raise RunError("ONNX export needs tf2onnx and onnx: pip install 'ultrasonic[onnx]'")
+    import onnx
+
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx touches np.object
+        model.export(str(tmp), format="onnx", verbose=False)
+        proto = onnx.load(str(tmp))
+        for key, value in info.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(value)
+        onnx.save(proto, str(tmp))
+
+
+def _export_savedmodel(model, out: Path) -> None:
+    """A folder cannot be replaced in one step: write beside it, then swap (the old one is removed last)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.export(str(tmp / "model"), format="tf_saved_model", verbose=False)
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp / "model", out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export_in_tensorflow(run_dir: Path, format: str, out: Path) -> Path:
+    """Run `ultrasonic export` again under KERAS_BACKEND=tensorflow: both formats are TensorFlow's."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise RunError(f"{run_dir}: export makes ONNX and SavedModel files with TensorFlow, which is not "
+                       "installed here; export on a machine with tensorflow-cpu (the .keras file is the same "
+                       "under every backend), then predict anywhere with --engine onnx")
+    log.info("export: the %s backend cannot export %s; running the export under TensorFlow", _backend(), format)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-m", "ultrasonic.cli", "-q", "export", str(run_dir), "--format", format,
+                           "--out", str(out)], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip() or "no message").splitlines()
+        raise RunError(f"{run_dir}: export under TensorFlow failed: {lines[-1]}")
+    return out
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()

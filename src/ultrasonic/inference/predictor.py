@@ -1,0 +1,126 @@
+"""Predictor: a trained run -> class probabilities, the same in the CLI, the service and Python.
+
+    p = Predictor("runs/cxr")
+    p.predict_files(["a.jpeg", "scans/"])  # [{"file", "class", "probabilities", "threshold"}, ...]
+    p.predict_proba(images_uint8)          # (N, K)
+    Predictor("runs/cxr", engine="onnx")   # the exported model.onnx through ONNX Runtime
+
+Keras is imported only by the Keras engine (and load_model / predict_array),
+so predicting through ONNX Runtime never loads Keras or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+
+from ultrasonic.data.files import iter_paths
+from ultrasonic.data.io import MAX_PIXELS, read_image
+from ultrasonic.errors import BadImageError, DataError, RunError
+from ultrasonic.inference.engines import open_engine
+from ultrasonic.rundir import RunDir
+
+if TYPE_CHECKING:
+    import keras
+
+PREFETCH = 2  # decoded batches waiting for the model: decoding overlaps inference in bounded memory
+
+
+class Predictor:
+    """A trained run ready to predict. Thresholds and classes come from its meta.json."""
+
+    def __init__(self, run_dir: str | os.PathLike, max_pixels: int = MAX_PIXELS, engine: str = "keras"):
+        self.run = RunDir(run_dir)
+        self.meta = self.run.read_meta()
+        self.engine = open_engine(self.run.path, self.meta, engine)  # "keras" or "onnx" (engines.py)
+        self.classes: list[str] = self.meta["classes"]
+        self.threshold: float = float(self.meta["threshold"])
+        self.image_size: tuple[int, int] = tuple(self.meta["image_size"])
+        self.channels: int = int(self.meta["channels"])
+        self.positive_class: str | None = self.meta.get("positive_class")
+        self.model_id: str = self.meta["model_id"]
+        self.max_pixels = max_pixels
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras model (Grad-CAM needs its gradients); only the Keras engine has one."""
+        if self.engine.name != "keras":
+            raise RunError(f"{self.run.path}: the {self.engine.name} engine has no Keras model; "
+                           "heat maps need engine='keras'")
+        return self.engine.model
+
+    def read(self, source, name: str | None = None) -> np.ndarray:
+        """Decode a file or bytes exactly as training did."""
+        return read_image(source, self.image_size, self.channels, name=name, max_pixels=self.max_pixels)
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, K) probabilities for uint8 images (N, H, W, C) at the run's size."""
+        images = np.asarray(images)
+        expected = (*self.image_size, self.channels)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise DataError(f"images have shape {images.shape}; this model takes (N, {expected})")
+        return self.engine.predict(images.astype(np.uint8, copy=False), batch_size=batch_size)
+
+    def decide(self, probs: np.ndarray) -> list[str]:
+        """Class names: binary at the run's threshold for the positive class, else argmax."""
+        if len(self.classes) == 2:
+            pos = self.classes.index(self.positive_class)
+            return [self.classes[pos] if p[pos] >= self.threshold else self.classes[1 - pos] for p in probs]
+        return [self.classes[i] for i in probs.argmax(axis=1)]
+
+    def rows(self, names: list[str], probs: np.ndarray) -> list[dict]:
+        """The shared output shape: file, class, probabilities (class -> p), threshold."""
+        decided = self.decide(probs)
+        threshold = self.threshold if len(self.classes) == 2 else None
+        return [{"file": name, "class": c, "threshold": threshold,
+                 "probabilities": {k: round(float(v), 6) for k, v in zip(self.classes, p)}}
+                for name, c, p in zip(names, decided, probs)]
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 32) -> list[dict]:
+        """One row per image file; an unreadable file gives a row with an 'error' instead."""
+        return [row for chunk in self.iter_files(iter_paths(paths), batch_size) for row in chunk]
+
+    def iter_files(self, files: Iterable[str | os.PathLike], batch_size: int = 32,
+                   prefetch: int = PREFETCH) -> Iterator[list[dict]]:
+        """Rows batch by batch, in the order of `files`, which is read lazily.
+
+        A thread pool on every core decodes up to `prefetch` batches ahead while
+        the model runs on the current one (Pillow, Keras and ONNX Runtime all
+        release the GIL); memory stays bounded by (prefetch + 1) batches.
+        """
+        workers = len(os.sched_getaffinity(0))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = deque()
+            for chunk in _chunks(files, batch_size):
+                pending.append((chunk, [pool.submit(self._try_read, name) for name in chunk]))
+                if len(pending) > prefetch:
+                    yield self._predict_chunk(*pending.popleft())
+            while pending:
+                yield self._predict_chunk(*pending.popleft())
+
+    def _predict_chunk(self, chunk: list[str], futures: list) -> list[dict]:
+        decoded = [f.result() for f in futures]
+        good = [(name, x) for name, x in zip(chunk, decoded) if not isinstance(x, str)]
+        rows = self.rows([n for n, _ in good], self.predict_proba(np.stack([x for _, x in good]))) if good else []
+        errors = {name: x for name, x in zip(chunk, decoded) if isinstance(x, str)}
+        by_name = {r["file"]: r for r in rows}
+        return [by_name.get(name) or {"file": name, "error": errors[name]} for name in chunk]
+
+    def _try_read(self, path: str) -> np.ndarray | str:
+        """The decoded image, or the problem (a string) that makes it unreadable."""
+        try:
+            return self.read(path)
+        except BadImageError as exc:
+            return exc.problem
+
+
+def _chunks(files: Iterable[str | os.PathLike], size: int) -> Iterator[list[str]]:
+    """Lists of up to `size` names, pulled from `files` as needed."""
+    files = iter(files)
+    while chunk := [str(f) for f in itertools.islice(files, size)]:
+        yield chunk

@@ -1,0 +1,236 @@
+"""train: settings -> data -> model.fit with callbacks -> a complete run directory.
+
+    result = train("chest_xray/", out="runs/cxr", epochs=5)   # Python API
+    ultrasonic train chest_xray/ --out runs/cxr --epochs 5     # the same from the shell
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ultrasonic import __version__
+from ultrasonic.config import Config, load_config, positive_index, save_config
+from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
+from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
+from ultrasonic.errors import DataError
+from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
+from ultrasonic.evaluation.plots import plot_history
+from ultrasonic.inference.engines import load_model, predict_array
+from ultrasonic.models import build_model
+from ultrasonic.rundir import RunDir
+from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
+from ultrasonic.training.devices import Replicas, distribution
+
+log = logging.getLogger("ultrasonic")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    threshold: float
+    val_metrics: dict
+    seconds: float
+
+
+def train(data: str | None = None, out: str | None = None, *, preset: str | None = None,
+          config: Config | str | None = None, resume: bool = False, overwrite: bool = False,
+          **settings) -> TrainResult:
+    """Train a classifier on DATA and leave a run directory at `out`; see Config for settings."""
+    if isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = load_config(preset, config, {**settings, "data": data, "out": out})
+    if not cfg.data:
+        raise DataError("no DATA given: pass a folder, a .npz file or 'demo'")
+    run = RunDir(cfg.out)
+    run.prepare(resume=resume, overwrite=overwrite)
+    handler = _log_to(run.log_file)
+    try:
+        return _train(cfg, run, resume)
+    finally:
+        logging.getLogger("ultrasonic").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
+    start = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed)
+    ds = load_dataset(cfg, report_to=run.data_report)  # the report is written even if the data stops the run
+    check_leakage(ds, cfg)
+    _check_splits(ds)
+    save_config(cfg, run.config)
+    run.write_splits(ds.catalog.refs, ds.labels, ds.classes, ds.split, ds.patients)
+    with distribution(cfg.devices, cfg.batch_size) as replicas:  # build, compile and fit on those devices
+        model = build_model(cfg, len(ds.classes))
+        train_batches, val_batches = _batches(cfg, ds, replicas)
+        epochs = planned_epochs(cfg, len(train_batches))
+        _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches), epochs=epochs)
+        if not resume:
+            clear_backup(run.backup)
+        initial_epoch = restore_backup(model, run.backup) if resume else 0
+        log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d)%s, backend %s",
+                 cfg.model, model.count_params(), epochs, len(train_batches), cfg.batch_size,
+                 f" (at least {cfg.min_steps} steps)" if epochs > cfg.epochs else "", keras.backend.backend())
+        # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
+        # the batches with Python's global `random`, which differs between one device and several.
+        model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
+                  callbacks=_callbacks(cfg, run, start), verbose=cfg.verbose, shuffle=False)
+    best = load_model(run.model)
+    threshold, val_metrics = _operating_point(best, ds, cfg)
+    seconds = time.perf_counter() - start
+    best_epoch = json.loads((run.path / "checkpoint.json").read_text())["epoch"]
+    run.write_meta(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds))
+    plot_history(run.history, run.curves)
+    clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
+    log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
+    return TrainResult(run.path, best_epoch, threshold, val_metrics, seconds)
+
+
+def _check_splits(ds: Dataset) -> None:
+    for name in ("train", "val"):
+        present = np.unique(ds.labels[ds.indices(name)])
+        if len(present) < len(ds.classes):
+            missing = [c for k, c in enumerate(ds.classes) if k not in present]
+            raise DataError(f"{ds.catalog.root}: the {name} split has no images of {missing}; "
+                            "add images or lower min_split_images / change val_fraction")
+
+
+def _batches(cfg: Config, ds: Dataset, replicas: Replicas) -> tuple[ArrayBatches, ArrayBatches]:
+    """Training and validation batches; on several devices every batch splits evenly (see ArrayBatches)."""
+    n_classes = len(ds.classes)
+    targets = encode_labels(ds.labels, n_classes)
+    train_idx = ds.indices("train")
+    weight = None
+    if cfg.class_weight == "balanced":
+        per_class = class_weights(ds.labels[train_idx], n_classes)
+        weight = per_class[ds.labels]
+        log.info("train: class weights %s", dict(zip(ds.classes, np.round(per_class, 3).tolist())))
+    split = dict(multiple_of=replicas.count, part=(replicas.process, replicas.processes))
+    train_batches = ArrayBatches(ds.images, targets, train_idx, cfg.batch_size, shuffle=True,
+                                 seed=cfg.seed, sample_weight=weight, **split)
+    val_batch = -(-max(cfg.batch_size, 64) // replicas.count) * replicas.count
+    val_batches = ArrayBatches(ds.images, targets, ds.indices("val"), val_batch, **split)
+    return train_batches, val_batches
+
+
+def planned_epochs(cfg: Config, steps_per_epoch: int) -> int:
+    """cfg.epochs, or more on a small data set: enough epochs for cfg.min_steps optimiser steps."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch)))
+
+
+def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int,
+             epochs: int | None = None) -> None:
+    if cfg.lr_schedule == "cosine":
+        total = max(1, (epochs or cfg.epochs) * steps_per_epoch)
+        warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 10, max(1, total - warmup), alpha=0.01,
+                                                    warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    else:
+        lr = cfg.learning_rate
+    if cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=lr)
+    if n_classes == 2:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def _callbacks(cfg: Config, run: RunDir, start: float) -> list[keras.callbacks.Callback]:
+    """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume.
+
+    Order matters for a kill between two of them (see resume.py): the history
+    row and the checkpoint of an epoch are written before its backup, so a
+    resumed run redoes that epoch and replaces them rather than missing them.
+    """
+    callbacks = [
+        HistoryCSV(run.history, start),
+        BestCheckpoint(run.model, monitor=cfg.monitor),
+        keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
+    ]
+    if cfg.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, factor=cfg.reduce_lr_factor,
+                                                           patience=cfg.reduce_lr_patience,
+                                                           min_lr=cfg.min_learning_rate))
+    if cfg.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0))
+    return callbacks + [TrainingBackup(run.backup)]
+
+
+def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, dict]:
+    """Threshold by Youden's J on the validation split (binary); 0.5 kept for reference."""
+    idx = ds.indices("val")
+    probs = predict_array(model, ds.images, idx)
+    if len(ds.classes) != 2:
+        accuracy = float((probs.argmax(1) == ds.labels[idx]).mean())
+        return 0.5, {"accuracy": accuracy}
+    positive = positive_index(cfg, ds.classes)
+    y = (ds.labels[idx] == positive).astype(int)
+    p = probs[:, positive]
+    threshold = choose_threshold(y, p)
+    metrics = binary_metrics(y, p, threshold)
+    log.info("train: validation ROC-AUC %.4f; threshold %.3f (Youden's J) gives sensitivity %.3f, "
+             "specificity %.3f", metrics["roc_auc"], threshold, metrics["sensitivity"], metrics["specificity"])
+    return threshold, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
+
+
+def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
+          seconds: float) -> dict:
+    binary = len(ds.classes) == 2
+    return {
+        "model_id": hashlib.sha256(run.model.read_bytes()).hexdigest()[:16],
+        "task": "binary" if binary else "multiclass",
+        "classes": ds.classes,
+        "positive_class": ds.classes[positive_index(cfg, ds.classes)] if binary else None,
+        "image_size": [cfg.image_size, cfg.image_size],
+        "channels": cfg.channels,
+        "input": "uint8 (N, H, W, C), raw pixels 0-255; the model normalises itself",
+        "threshold": threshold,
+        "threshold_method": "Youden's J on the validation split" if binary else "argmax",
+        "validation": val_metrics,
+        "best_epoch": best_epoch,
+        "train_seconds": round(seconds, 1),
+        "preset": cfg.preset,
+        "data": {"path": ds.catalog.root, "kind": ds.catalog.kind, "fingerprint": ds.fingerprint(),
+                 "counts": ds.report()["counts"]},
+        "backend": keras.backend.backend(),
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _versions() -> dict:
+    versions = {"ultrasonic": __version__, "keras": keras.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    backend = keras.backend.backend()
+    try:
+        versions[backend] = __import__(backend).__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("ultrasonic")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
