@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from ultrasonic.atomic import write_json
+from ultrasonic.evaluation.intervals import bootstrap_ci, is_number
 from ultrasonic.errors import ConfigError, DataError
 
 # Rates reported with a confidence interval; tp/tn/fp/fn are reported as plain counts.
@@ -76,7 +77,7 @@ def _check_classes(classes: Sequence[str]) -> None:
 
 
 def _check_threshold(threshold: float) -> None:
-    if not (_is_number(threshold) and 0.0 <= threshold <= 1.0):
+    if not (is_number(threshold) and 0.0 <= threshold <= 1.0):
         raise ConfigError(f"threshold must be a number in [0, 1]; got {threshold!r}")
 
 
@@ -211,48 +212,6 @@ def choose_threshold(y_true: Any, p_pos: Any) -> float:
     best = np.flatnonzero(youden >= youden.max() - 1e-12)
     chosen = thresholds[best[np.argmin(np.abs(thresholds[best] - 0.5))]]
     return float(np.clip(chosen, 0.0, 1.0))
-
-
-# --- confidence intervals -------------------------------------------------------------------
-
-
-def bootstrap_ci(
-    metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, Any]],
-    y_true: Any,
-    scores: Any,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval for every numeric value `metric_fn` returns.
-
-    Resamples cases with replacement (same seed, same intervals). Samples where a
-    value is nan are skipped for that value; if all are nan the interval is (nan, nan).
-
-        ci = bootstrap_ci(binary_metrics, y, p_pos)   # ci["sensitivity"] == (0.87, 0.93)
-    """
-    y, s = np.asarray(y_true), np.asarray(scores)
-    if len(y) != len(s) or len(y) == 0:
-        raise DataError(f"bootstrap needs labels and scores of the same non-zero length; got {len(y)} and {len(s)}")
-    if n_boot < 1 or not 0.0 < alpha < 1.0:
-        raise ConfigError(f"bootstrap needs n_boot >= 1 and 0 < alpha < 1; got n_boot={n_boot}, alpha={alpha}")
-    rows = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
-    samples = [metric_fn(y[r], s[r]) for r in rows]
-    keys = [k for k, v in samples[0].items() if _is_number(v)]
-    return {k: _percentile_interval([d.get(k, np.nan) for d in samples], alpha) for k in keys}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-
-
-def _percentile_interval(values: Sequence[float], alpha: float) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return (float("nan"), float("nan"))
-    lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return (float(lo), float(hi))
 
 
 # --- the metrics.json object ----------------------------------------------------------------
