@@ -49,3 +49,22 @@ def _percentile_interval(values: Sequence[float], alpha: float) -> tuple[float, 
         return (float("nan"), float("nan"))
     lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return (float(lo), float(hi))
+
+
+def proportion_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a proportion successes / n; never of zero width.
+
+    Why exact, not the bootstrap: a specificity of 135/135 has no variation to resample
+    (the bootstrap says 1.000-1.000), while the binomial says the truth may be 0.973.
+
+        proportion_ci(132, 135)   # (0.936, 0.995)
+    """
+    from scipy.stats import beta
+
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    if not 0 <= successes <= n:
+        raise DataError(f"a proportion needs 0 <= successes <= n; got {successes} of {n}")
+    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return (lo, hi)
