@@ -162,3 +162,109 @@ def test_preset_epochs_stretch_to_min_steps_but_named_epochs_are_exact(tmp_path)
     assert planned_epochs(exact, steps_per_epoch=1) == 3
     both = load_config(overrides={"epochs": 3, "min_steps": 100})
     assert planned_epochs(both, steps_per_epoch=10) == 10
+
+
+# --- every setting checked before any work: one `error:` line naming the key, the value and what is allowed
+
+BAD_SETTINGS = [
+    (["--set", "dropout=1.5"], "dropout must be in [0, 1), got 1.5"),
+    (["--set", "zoom=1.5"], "zoom must be in [0, 1), got 1.5"),  # zoom >= 1 flips images
+    (["--set", "rotation=200"], "rotation must be in [0, 180], got 200.0"),
+    (["--set", "shift=-0.1"], "shift must be in [0, 1), got -0.1"),
+    (["--learning-rate", "0"], "learning_rate must be positive, got 0.0"),
+    (["--set", "weight_decay=2"], "weight_decay must be in [0, 1), got 2.0"),
+    (["--set", "l2=-1"], "l2 must be in [0, 1), got -1.0"),
+    (["--set", "warmup_epochs=-1"], "warmup_epochs must be at least 0, got -1.0"),
+    (["--set", "min_learning_rate=-1e-6"], "min_learning_rate must be at least 0, got -1e-06"),
+    (["--val-fraction", "0.6"], "val_fraction must be in [0, 0.5), got 0.6"),
+    (["--max-bad-fraction", "1.5"], "max_bad_fraction must be in [0, 1], got 1.5"),
+    (["--set", "early_stopping_patience=-1"], "early_stopping_patience must be at least 0, got -1"),
+    (["--set", "reduce_lr_patience=1.5"], "reduce_lr_patience must be a whole number, got 1.5"),
+    (["--set", "min_steps=-5"], "min_steps must be at least 0, got -5"),
+    (["--set", "min_split_images=-1"], "min_split_images must be at least 0, got -1"),
+    (["--batch-size", "0"], "batch_size must be positive, got 0"),
+    (["--image-size", "8"], "image_size must be at least 16 pixels, got 8"),
+    (["--workers", "-1"], "workers must be at least 0, got -1"),
+    (["--seed", "-1"], "seed must be in [0, 4294967295], got -1"),
+    (["--set", "width=4", "--set", "norm=group"], "width must be in [8, 512], got 4"),
+    (["--set", "width=14", "--set", "norm=group"],
+     "width=14 does not work with norm='group': every layer's filters (7, 14, 28, 56, 112) must split into "
+     "min(8, filters // 4) equal groups; try width=12 or 16"),
+    (["--set", "reduce_lr_factor=1", "--set", "lr_schedule=plateau"], "reduce_lr_factor must be in (0, 1), got 1.0"),
+    (["--set", "monitor=val_acc"],
+     "monitor='val_acc' is not one of ('val_loss', 'val_accuracy', 'val_auc', 'loss', 'accuracy', 'auc')"),
+    (["--channels", "2"], "channels=2 is not one of (1, 3)"),
+    (["--set", "fill_mode=3"], "fill_mode=3 is not one of ('nearest', 'constant', 'reflect', 'wrap')"),
+    (["--set", "verbose=true"], "verbose=True is not one of (0, 1, 2)"),
+    (["--epochs", "two"], "epochs must be a whole number, got 'two'"),
+    (["--set", "dropout=high"], "dropout must be a number, got 'high'"),
+    (["--set", "horizontal_flip=1"], "horizontal_flip must be true or false, got 1"),
+    (["--set", "weights=[a, b]"], "weights must be text, got ['a', 'b']"),
+    (["--devices", "many"], "devices='many': give 'auto' or a whole number of devices, 1 or more"),
+    (["--patient-pattern", "(("], "patient_pattern '((' is not a valid regular expression"),
+    (["--classes", "normal"], "classes must name at least two different classes, got ['normal']"),
+    (["--classes", "a,b", "--positive-class", "c"], "positive_class='c' is not one of the classes ['a', 'b']"),
+]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Real images, so that a check made after decoding would leave a cache behind."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    for name in ("a", "b"):
+        (root / name).mkdir()
+        for k in range(3):
+            Image.new("L", (32, 32), 40 * k).save(root / name / f"{k}.png")
+    return root
+
+
+@pytest.mark.parametrize("flags, message", BAD_SETTINGS, ids=[" ".join(f) for f, _ in BAD_SETTINGS])
+def test_bad_setting_is_one_error_line_before_any_work(flags, message, image_folder, tmp_path, capsys):
+    from ultrasonic import cli
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    code = cli.main(["train", str(image_folder), "--out", str(out), "--cache-dir", str(cache), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {message}"), err
+    assert not out.exists() and not cache.exists()  # nothing decoded, no run folder made
+
+
+def test_several_bad_settings_are_one_line_each(tmp_path, capsys):
+    from ultrasonic import cli
+
+    code = cli.main(["train", str(tmp_path / "missing"), "--set", "dropout=1.5", "--set", "zoom=2"])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == ["error: dropout must be in [0, 1), got 1.5",
+                                                    "error: zoom must be in [0, 1), got 2.0"]
+
+
+def test_every_numeric_setting_declares_a_range_or_choices():
+    import dataclasses
+
+    from ultrasonic.config import field_type
+
+    for f in dataclasses.fields(Config):
+        if field_type(f.name)[0] in (int, float):
+            assert isinstance(f.metadata["allowed"], (str, tuple)), f.name
+
+
+def test_model_choices_come_from_the_registry():
+    from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS
+
+    fields = {f.name: f for f in __import__("dataclasses").fields(Config)}
+    assert (fields["model"].metadata["allowed"], fields["norm"].metadata["allowed"],
+            fields["preprocessing"].metadata["allowed"]) == (MODELS, NORMS, PREPROCESSINGS)
+
+
+def test_group_norm_widths_the_config_accepts_build():
+    """The config's width check is the network's own rule: an accepted width builds, a refused one does not."""
+    from ultrasonic.models import build_model
+
+    build_model(load_config(overrides={"image_size": 32, "width": 12, "norm": "group"}), 2)
+    with pytest.raises(ConfigError, match="width=14 does not work with norm='group'"):
+        load_config(overrides={"width": 14, "norm": "group"})
+    with pytest.raises(ValueError):
+        build_model(Config(image_size=32, width=14, norm="group"), 2)

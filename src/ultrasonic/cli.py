@@ -1,7 +1,9 @@
-"""The `ultrasonic` command: train, evaluate, predict and demo, one sub-command each.
+"""The `ultrasonic` command: one sub-command per stage (the list is in `ultrasonic --help`).
 
-Every error of ours is printed as one line naming the file and the problem,
-with exit status 2; no library traceback reaches the user.
+Every error of ours, and every OSError (a folder that cannot be made, a full
+disk), is printed as one line naming the file and the problem, with exit
+status 2; no library traceback reaches the user unless --debug (or
+ULTRASONIC_DEBUG=1) asks for the whole chain.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
+from ultrasonic import __version__
 from ultrasonic.errors import ConfigError, UltrasonicError
 
 # The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
@@ -26,18 +30,61 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.quiet)
     try:
         return args.func(args) or 0
-    except UltrasonicError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (UltrasonicError, OSError, MemoryError) as exc:
+        if args.debug or os.environ.get("ULTRASONIC_DEBUG", "0") not in ("", "0"):
+            traceback.print_exception(exc)
+        else:
+            print("\n".join(_error_lines(exc, args.command)), file=sys.stderr)
+        return 2
+
+
+def _error_lines(exc: BaseException, command: str) -> list[str]:
+    """'error: ...' lines for the user: an OSError names its path, a MemoryError what was running."""
+    if isinstance(exc, MemoryError):
+        text = str(exc)
+        if not text.startswith("out of memory"):
+            text = f"out of memory while running `ultrasonic {command}`" + (f" ({text})" if text else "")
+        return [f"error: {text}; close other programs or lower batch_size, image_size or workers"]
+    if isinstance(exc, OSError) and not isinstance(exc, UltrasonicError):
+        where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        what = exc.strerror or str(exc)
+        return [f"error: {where}: {what}" if where else f"error: {what}"]
+    lines = str(exc).splitlines() or [""]
+    if isinstance(exc, ConfigError):  # one bad setting per line: load_config reports them all at once
+        return [f"error: {line}" for line in lines]
+    return [f"error: {lines[0]}", *lines[1:]]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help; one whose help already says it in words is left as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _shared_options(top: bool) -> argparse.ArgumentParser:
+    """-q and --debug, before or after the sub-command (after it they default to SUPPRESS: no override)."""
+    p = argparse.ArgumentParser(add_help=False)
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="only warnings and errors (default: off)")
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="on an error, print the whole traceback chain (default: off; or ULTRASONIC_DEBUG=1)")
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ultrasonic", description=__doc__.splitlines()[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ultrasonic", parents=[_shared_options(top=True)],
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ultrasonic {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help=argparse.SUPPRESS)  # the description lists them
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
@@ -45,52 +92,58 @@ def _parser() -> argparse.ArgumentParser:
     _add_explain(sub)
     _add_bench(sub)
     _add_serve(sub)
-    demo = sub.add_parser("demo", help="train + evaluate on the demo data, print where the report is")
-    demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    demo.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"])
+    demo = _command(sub, "demo", "train + evaluate on the demo data, print where the report is")
+    demo.add_argument("--out", default="runs/demo", help="run directory")
+    demo.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"], help="training epochs")
     demo.set_defaults(func=_demo)
+    width = max(map(len, sub.choices))
+    parser.description = "train, evaluate, explain and serve medical-image classifiers\n\ncommands:\n" + \
+        "\n".join(f"  {name:<{width}}  {p.description}" for name, p in sub.choices.items())
     return parser
 
 
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command: `help` is its line in the command list and the start of its own --help."""
+    return sub.add_parser(name, help=help, description=help.replace("%%", "%"),
+                          parents=[_shared_options(top=False)], formatter_class=_HelpFormatter)
+
+
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier and leave a run directory")
-    p.add_argument("data", help="folder of class folders, folder with train/ [val/ test/], .npz, or 'demo'")
-    p.add_argument("--out", help="run directory (default runs/latest)")
-    p.add_argument("--preset", choices=["seed", "default"], help="recipe (default: default)")
-    p.add_argument("--config", help="YAML file of settings; flags override it")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=int, help="side of the square input in pixels")
-    p.add_argument("--channels", type=int, choices=[1, 3])
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--classes", help="comma-separated class names, in order (default: discovered)")
-    p.add_argument("--positive-class", help="class counted as positive (default: the second)")
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--test-fraction", type=float)
-    p.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
-    p.add_argument("--on-bad-image", choices=["skip", "fail"])
-    p.add_argument("--max-bad-fraction", type=float, help="stop if more images than this are unreadable "
-                   "(default 0.05)")
-    p.add_argument("--allow-leakage", action="store_true", default=None,
-                   help="train even if an image or patient is in two splits (default: stop)")
-    p.add_argument("--drop-duplicates", action="store_true", default=None,
-                   help="take train images identical to a val/test image out of train (listed in data_report.json)")
-    p.add_argument("--cache-dir", help="decoded-image cache (default $ULTRASONIC_CACHE or ~/.cache/ultrasonic)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
-    p.add_argument("--devices", help="'auto' or N: data-parallel training over N devices; the batch size is "
-                   "global (default 1; see docs/scaling.md)")
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
+    import dataclasses
+
+    from ultrasonic.config import Config, flag_fields
+
+    p = _command(sub, "train", "train a classifier and leave a run directory")
+    data = next(f for f in dataclasses.fields(Config) if f.name == "data")
+    p.add_argument("data", help=data.metadata["help"])
+    p.add_argument("--config", help="YAML file of settings; flags override it (default: none)")
+    for f in flag_fields():
+        _add_setting_flag(p, f)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
-                   help="any setting of Config (docs/results.md), e.g. --set width=24 --set horizontal_flip=true; "
-                        "repeatable; overrides the preset and --config, a named flag overrides it")
+                   help="any setting of Config (src/ultrasonic/config.py), e.g. --set width=24 --set "
+                        "horizontal_flip=true; repeatable; overrides the preset and --config, a named flag "
+                        "overrides it (default: none)")
     p.set_defaults(func=_train)
 
 
+def _add_setting_flag(p: argparse.ArgumentParser, f) -> None:
+    """--image-size and the like, made from the Config field. The value stays text: load_config checks
+    and converts it, so a bad one gets the same one-line error as in --set or a YAML file."""
+    from ultrasonic.config import allowed_text, default_text, field_type
+
+    allowed = allowed_text(f)
+    text = f"{f.metadata['help']}{'; ' if allowed else ''}{allowed} (default: {default_text(f)})"
+    flag = "--" + f.name.replace("_", "-")
+    if field_type(f.name)[0] is bool:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text.replace("%", "%%"))
+    else:
+        p.add_argument(flag, help=text.replace("%", "%%"))
+
+
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="metrics with 95%% CIs, plots and report.html for a run")
+    p = _command(sub, "evaluate", "metrics with 95%% CIs, plots and report.html for a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="other data to evaluate on (default: the run's own split)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
@@ -100,22 +153,24 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="class and probabilities for image files and folders")
+    p = _command(sub, "predict", "class and probabilities for image files and folders")
     p.add_argument("run_dir")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
+    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR (default: none)")
     p.add_argument("--engine", choices=["keras", "onnx"], default="keras",
                    help="keras (model.keras) or onnx (model.onnx from `ultrasonic export`, no TensorFlow)")
-    p.add_argument("--out", metavar="CSV", help="stream rows into this CSV as they are done (large archives)")
+    p.add_argument("--out", metavar="CSV",
+                   help="stream rows into this CSV as they are done (large archives; default: print them)")
     p.add_argument("--resume", action="store_true", help="with --out: skip the files already in the CSV")
-    p.add_argument("--shard", metavar="K/N", help="with --out: only the K-th of N stable shards of the files")
+    p.add_argument("--shard", metavar="K/N",
+                   help="with --out: only the K-th of N stable shards of the files (default: all files)")
     p.set_defaults(func=_predict)
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="the run's model as ONNX or SavedModel, with its classes and threshold")
+    p = _command(sub, "export", "the run's model as ONNX or SavedModel, with its classes and threshold")
     p.add_argument("run_dir")
     p.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx")
     p.add_argument("--out", help="default RUN_DIR/model.onnx or RUN_DIR/savedmodel/; metadata goes to OUT.json")
@@ -123,7 +178,7 @@ def _add_export(sub) -> None:
 
 
 def _add_explain(sub) -> None:
-    p = sub.add_parser("explain", help="Grad-CAM heat maps over image files and folders, as PNGs")
+    p = _command(sub, "explain", "Grad-CAM heat maps over image files and folders, as PNGs")
     p.add_argument("run_dir")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the <name>_cam.png overlays")
@@ -133,7 +188,7 @@ def _add_explain(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="REST service and web page for a run (FastAPI on uvicorn)")
+    p = _command(sub, "serve", "REST service and web page for a run (FastAPI on uvicorn)")
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -151,16 +206,12 @@ def _add_serve(sub) -> None:
 
 
 def _train(args) -> int:
-    from ultrasonic.config import load_config, parse_set
+    from ultrasonic.config import flag_fields, load_config, parse_set
     from ultrasonic.training.devices import prepare_backend
 
-    settings = {k: getattr(args, k) for k in ("epochs", "image_size", "channels", "batch_size", "learning_rate",
-                                              "seed", "classes", "positive_class", "val_fraction",
-                                              "test_fraction", "patient_pattern", "on_bad_image",
-                                              "max_bad_fraction", "allow_leakage", "drop_duplicates", "cache_dir", "workers",
-                                              "tensorboard", "devices")}
-    settings = {**parse_set(args.set_), **{k: v for k, v in settings.items() if v is not None}}  # flags win
-    cfg = load_config(args.preset, args.config, {**settings, "data": args.data, "out": args.out})
+    named = {f.name: getattr(args, f.name) for f in flag_fields()}
+    settings = {**parse_set(args.set_), **{k: v for k, v in named.items() if v is not None}}  # flags win
+    cfg = load_config(None, args.config, {**settings, "data": args.data})
     prepare_backend(cfg.devices)  # before Keras is imported: some device settings are fixed at start-up
     from ultrasonic.training.fit import train
 
@@ -268,10 +319,10 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="run the speed benchmarks (train, decode, predict) of a source checkout")
+    p = _command(sub, "bench", "run the speed benchmarks (train, decode, predict) of a source checkout")
     p.add_argument("--out", default="runs/bench", help="folder for the JSON results (default runs/bench)")
     p.add_argument("--only", choices=["train", "decode", "predict"], action="append",
-                   help="run only this benchmark (repeatable)")
+                   help="run only this benchmark (repeatable; default: all three)")
     p.set_defaults(func=_bench)
 
 
@@ -323,9 +374,10 @@ def _setup_logging(quiet: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)  # -q quiets the terminal, not train.log
     logger = logging.getLogger("ultrasonic")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.INFO)
     logger.propagate = False
 
 

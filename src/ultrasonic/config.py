@@ -4,91 +4,36 @@ Precedence, lowest first: the dataclass defaults, the preset, the YAML file,
 the command-line flags. The `seed` preset is the original Keras recipe
 verbatim; `default` is the faster, more accurate recipe ultrasonic recommends.
 
+Every field declares, once, its type (the annotation), what is allowed (a
+range such as "[0, 1)", a tuple of choices, or a check function) and its help
+text; `load_config` checks all of them before any data is read, and
+`ultrasonic train` makes its named flags from the fields marked `flag=True`.
+
     cfg = load_config(preset="seed", file="my.yaml", overrides={"epochs": 3})
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from ultrasonic.errors import ConfigError, DataError
-from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS
+from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS, compact_filters, norm_groups
 from ultrasonic.training.devices import parse_devices
 
 # Kermany 2018 names: person123_bacteria_456.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg
 KERMANY_PATIENT_PATTERN = r"^(person\d+|(?:NORMAL\d+-)?IM-\d+)"
-
-
-@dataclass
-class Config:
-    # what to train on and where the run goes
-    data: str = ""
-    out: str = "runs/latest"
-    preset: str = "default"
-    classes: list[str] | None = None  # discovered (sorted folder names) when None
-    positive_class: str | None = None  # binary only; default: the second class
-    # images
-    image_size: int = 96
-    channels: int = 1
-    # model
-    model: str = "compact"  # "seed", "compact", or a keras.applications backbone (models/applications.py)
-    preprocessing: str = "auto"  # "auto": what the network expects; or unit, vgg16, signed, imagenet, raw
-    weights: str | None = None  # applications only: a Keras 'notop' weights file to start from
-    width: int = 32  # first stage filters of the compact network
-    norm: str = "batch"  # compact network: "batch" or "group" normalisation
-    dropout: float = 0.2
-    l2: float = 0.0
-    # augmentation, composed into one affine transform per image
-    rotation: float = 10.0  # degrees, +/-
-    shift: float = 0.1  # fraction of width/height, +/-
-    zoom: float = 0.1  # zoom factor in [1-zoom, 1+zoom]
-    horizontal_flip: bool = False
-    fill_mode: str = "nearest"
-    # optimisation
-    optimizer: str = "adamw"
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    lr_schedule: str = "cosine"  # "cosine" (with warm-up) or "plateau"
-    warmup_epochs: float = 1.0
-    batch_size: int = 32
-    epochs: int = 12
-    min_steps: int = 0  # small data sets train for more epochs: at least this many optimiser steps
-    # (ignored when you set epochs yourself, unless you set min_steps too)
-    label_smoothing: float = 0.0
-    class_weight: str = "balanced"  # "balanced" or "none"
-    monitor: str = "val_loss"
-    early_stopping_patience: int = 5
-    reduce_lr_factor: float = 0.2
-    reduce_lr_patience: int = 3
-    min_learning_rate: float = 1e-6
-    # splits
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    min_split_images: int = 100  # a given split smaller than this is carved from train instead
-    patient_pattern: str | None = KERMANY_PATIENT_PATTERN
-    # bad images: skip them (listed in data_report.json) or stop at the first
-    on_bad_image: str = "skip"
-    max_bad_fraction: float = 0.05  # more unreadable images than this stops the run
-    # the same image (content) or patient in two splits stops the run unless allowed
-    allow_leakage: bool = False
-    drop_duplicates: bool = False  # take train images identical to a val/test image out of train (reported)
-    # housekeeping
-    seed: int = 42
-    cache_dir: str | None = None  # default: $ULTRASONIC_CACHE or ~/.cache/ultrasonic
-    workers: int = 0  # decode processes; 0 = all cores
-    devices: str = "1"  # "auto" or a count: data-parallel training over that many devices (devices.py)
-    tensorboard: bool = True
-    verbose: int = 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
+# what training/fit.py compiles: the loss, "accuracy" and "auc", each also on the validation split
+MONITORS = ("val_loss", "val_accuracy", "val_auc", "loss", "accuracy", "auc")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The origin's recipe, verbatim (DESIGN.md): only its defects are fixed.
@@ -113,21 +58,167 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-_CHOICES = {
-    "model": MODELS,
-    "preprocessing": PREPROCESSINGS,
-    "channels": (1, 3),
-    "optimizer": ("adam", "adamw"),
-    "lr_schedule": ("cosine", "plateau"),
-    "class_weight": ("balanced", "none"),
-    "fill_mode": ("nearest", "constant", "reflect", "wrap"),
-    "on_bad_image": ("skip", "fail"),
-    "norm": NORMS,
-}
+
+def setting(default: Any, allowed: str | tuple | Callable | None = None, help: str = "", *,
+            flag: bool = False, shown: str | None = None, unit: str = "") -> Any:
+    """One field's whole declaration.
+
+    allowed: a range "[low, high)" (brackets say closed or open, `inf` for none),
+    a tuple of choices, or a function that checks and normalises the raw value
+    itself; None: any value of the field's type. flag: `ultrasonic train` gets a
+    named flag for it. shown: the default in words, for the help (e.g. of None).
+    """
+    return dataclasses.field(default=default, metadata=dict(allowed=allowed, help=help, flag=flag,
+                                                            shown=shown, unit=unit))
+
+
+def _devices(value: Any) -> str:
+    parse_devices(value)
+    return str(value).strip().lower()  # YAML reads `devices: 2` as a number
+
+
+def _regex(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"patient_pattern must be a regular expression (text), got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"patient_pattern {value!r} is not a valid regular expression ({exc})") from exc
+    return value
+
+
+def _class_name(value: Any) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ConfigError(f"positive_class must be a class name, got {value!r}")
+    return str(value)
+
+
+def _classes(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [c.strip() for c in value.split(",") if c.strip()]
+    if not isinstance(value, list) or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
+                                              for c in value):
+        raise ConfigError(f"classes must be class names, as a list or 'a,b', got {value!r}")
+    if len(value) < 2 or len(set(map(str, value))) < len(value):
+        raise ConfigError(f"classes must name at least two different classes, got {value!r}")
+    return [str(c) for c in value]
+
+
+@dataclass
+class Config:
+    # what to train on and where the run goes
+    data: str = setting("", help="folder of class folders, folder with train/ [val/ test/], .npz, or 'demo'")
+    out: str = setting("runs/latest", help="run directory", flag=True)
+    preset: str = setting("default", tuple(PRESETS), "recipe the other settings start from", flag=True)
+    classes: list[str] | None = setting(None, _classes, "comma-separated class names, in order", flag=True,
+                                        shown="the sorted folder names")
+    positive_class: str | None = setting(None, _class_name, help="class counted as positive (binary only)", flag=True,
+                                         shown="the second class")
+    # images
+    image_size: int = setting(96, "[16, inf)", "side of the square input", flag=True, unit=" pixels")
+    channels: int = setting(1, (1, 3), "1 (gray) or 3 (RGB)", flag=True)
+    # model
+    model: str = setting("compact", MODELS, "network: seed, compact, or a keras.applications backbone "
+                                            "(models/applications.py)")
+    preprocessing: str = setting("auto", PREPROCESSINGS, "pixel scaling; auto: what the network expects")
+    weights: str | None = setting(None, help="applications only: a Keras 'notop' weights file to start from",
+                                  shown="random weights")
+    width: int = setting(32, "[8, 512]", "first stage filters of the compact network")
+    norm: str = setting("batch", NORMS, "compact network: batch or group normalisation")
+    dropout: float = setting(0.2, "[0, 1)", "dropout rate before the classifier")
+    l2: float = setting(0.0, "[0, 1)", "L2 weight penalty (seed network)")
+    # augmentation, composed into one affine transform per image
+    rotation: float = setting(10.0, "[0, 180]", "random rotation, degrees +/-")
+    shift: float = setting(0.1, "[0, 1)", "random shift, fraction of width/height +/-")
+    zoom: float = setting(0.1, "[0, 1)", "random zoom factor in [1-zoom, 1+zoom]")
+    horizontal_flip: bool = setting(False, help="random left-right flips")
+    fill_mode: str = setting("nearest", ("nearest", "constant", "reflect", "wrap"), "pixels outside the image")
+    # optimisation
+    optimizer: str = setting("adamw", ("adam", "adamw"))
+    learning_rate: float = setting(2e-3, "(0, inf)", "peak learning rate", flag=True)
+    weight_decay: float = setting(1e-4, "[0, 1)", "AdamW weight decay")
+    lr_schedule: str = setting("cosine", ("cosine", "plateau"), "cosine (with warm-up) or plateau")
+    warmup_epochs: float = setting(1.0, "[0, inf)", "cosine schedule: epochs of linear warm-up")
+    batch_size: int = setting(32, "(0, inf)", "images per optimiser step (over all devices)", flag=True)
+    epochs: int = setting(12, "(0, inf)", "epochs; the preset's own epochs stretch to min_steps on small data",
+                          flag=True)
+    # small data sets train for more epochs: at least this many optimiser steps
+    # (ignored when you set epochs yourself, unless you set min_steps too)
+    min_steps: int = setting(0, "[0, inf)", "at least this many optimiser steps")
+    label_smoothing: float = setting(0.0, "[0, 0.5)")
+    class_weight: str = setting("balanced", ("balanced", "none"), "weigh classes by inverse frequency or not")
+    monitor: str = setting("val_loss", MONITORS, "metric of early stopping, best checkpoint and plateau")
+    early_stopping_patience: int = setting(5, "[0, inf)", "epochs without improvement before stopping")
+    reduce_lr_factor: float = setting(0.2, "(0, 1)", "plateau schedule: learning rate multiplier")
+    reduce_lr_patience: int = setting(3, "[0, inf)", "plateau schedule: epochs without improvement")
+    min_learning_rate: float = setting(1e-6, "[0, inf)", "plateau schedule: lowest learning rate")
+    # splits
+    val_fraction: float = setting(0.1, "[0, 0.5)", "share of images carved out for validation", flag=True)
+    test_fraction: float = setting(0.1, "[0, 0.5)", "share of images carved out for testing", flag=True)
+    min_split_images: int = setting(100, "[0, inf)", "a given split smaller than this is carved from train")
+    patient_pattern: str | None = setting(KERMANY_PATIENT_PATTERN, _regex, "regex whose first group is the "
+                                          "patient id in a file name", flag=True,
+                                          shown="Kermany 2018 names, e.g. person123_bacteria_456.jpeg")
+    # bad images: skip them (listed in data_report.json) or stop at the first
+    on_bad_image: str = setting("skip", ("skip", "fail"), "skip unreadable images (listed) or stop", flag=True)
+    max_bad_fraction: float = setting(0.05, "[0, 1]", "stop if more images than this are unreadable "
+                                                      "(0.05 = 5 %)", flag=True)
+    # the same image (content) or patient in two splits stops the run unless allowed
+    allow_leakage: bool = setting(False, help="train even if an image or patient is in two splits", flag=True)
+    drop_duplicates: bool = setting(False, help="take train images identical to a val/test image out of "
+                                                "train (listed in data_report.json)", flag=True)
+    # housekeeping
+    seed: int = setting(42, "[0, 4294967295]", "random seed of splits, shuffling and augmentation", flag=True)
+    cache_dir: str | None = setting(None, help="decoded-image cache", flag=True,
+                                    shown="$ULTRASONIC_CACHE or ~/.cache/ultrasonic")
+    workers: int = setting(0, "[0, inf)", "decoding threads; 0 = all cores", flag=True)
+    devices: str = setting("1", _devices, "'auto' or N: data-parallel training over N devices; the batch size "
+                                          "is global (docs/scaling.md)", flag=True)
+    tensorboard: bool = setting(True, help="write TensorBoard logs into RUN/logs", flag=True)
+    verbose: int | None = setting(None, (0, 1, 2), "Keras fit output: 0 none, 1 progress bar, 2 a line per "
+                                                   "epoch", shown="1 on a terminal, else 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def field_names() -> set[str]:
     return {f.name for f in dataclasses.fields(Config)}
+
+
+def flag_fields() -> list[dataclasses.Field]:
+    """The settings `ultrasonic train` has a named flag for, in declaration order."""
+    return [f for f in dataclasses.fields(Config) if f.metadata["flag"]]
+
+
+@functools.cache
+def field_type(name: str) -> tuple[type, bool]:
+    """(the field's type, whether None is allowed), from its annotation: `int | None` -> (int, True)."""
+    hint = typing.get_type_hints(Config)[name]
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = [m for m in members if m is not type(None)]
+    return typing.get_origin(kinds[0]) or kinds[0], len(kinds) < len(members)
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """The default as the help shows it: the default preset's value, and the seed preset's if it differs."""
+    def show(value):
+        if value == f.default and f.metadata["shown"]:
+            return f.metadata["shown"]
+        if value is None:
+            return "none"
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    ours, seed = (PRESETS[p].get(f.name, f.default) for p in ("default", "seed"))
+    return show(ours) + (f"; seed preset: {show(seed)}" if seed != ours else "")
+
+
+def allowed_text(f: dataclasses.Field) -> str:
+    """What a field allows, in words for its help ("" for a free value or a check function)."""
+    allowed = f.metadata["allowed"]
+    if isinstance(allowed, tuple):
+        return "one of " + ", ".join(map(str, allowed))
+    return _range_words(allowed, f.metadata["unit"]) if isinstance(allowed, str) else ""
 
 
 def load_config(
@@ -135,7 +226,7 @@ def load_config(
     file: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
-    """Build a Config: preset, then YAML file, then overrides (None values ignored)."""
+    """Build a Config: preset, then YAML file, then overrides (None values ignored); every value checked."""
     from_file = _read_yaml(file) if file else {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = overrides.get("preset") or preset or from_file.get("preset") or "default"
@@ -146,9 +237,7 @@ def load_config(
     if "epochs" in chosen and "min_steps" not in chosen:
         values["min_steps"] = 0  # epochs you name are exact; only the preset's own epochs stretch on small data
     _check_keys(values, source=str(file) if file else "settings")
-    cfg = Config(**_check_numbers(values))
-    _check_values(cfg)
-    return cfg
+    return Config(**_checked(values))
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -161,8 +250,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set width=24")
         try:
             settings[key] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: {value!r} is not a valid value") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: {value!r} is not a valid value") from exc
     _check_keys(settings, source="--set")
     return settings
 
@@ -177,15 +266,23 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of setting: value, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: 'line 2, column 1: expected ...'."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _check_keys(values: dict[str, Any], source: str) -> None:
@@ -197,50 +294,103 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
         )
 
 
-def _check_numbers(values: dict[str, Any]) -> dict[str, Any]:
-    """Numbers given as text become numbers; YAML reads `1e-3` (no dot) as a string."""
-    values = dict(values)
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    """Every given value typed and checked against its field; all problems in one ConfigError, a line each."""
+    values, problems = dict(values), []
     for f in dataclasses.fields(Config):
-        value, default = values.get(f.name), f.default
-        if f.name not in values or isinstance(default, bool) or not isinstance(default, (int, float)):
-            continue
-        kind = type(default)
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
-                kind is int and isinstance(value, float)):
-            raise ConfigError(f"{f.name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
-        try:
-            values[f.name] = kind(value)
-        except ValueError:
-            raise ConfigError(f"{f.name} must be {'a whole number' if kind is int else 'a number'}, "
-                              f"got {value!r}") from None
+        if f.name in values:
+            try:
+                values[f.name] = _checked_value(f, values[f.name])
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if not problems:
+        problems = _combination_problems({**{f.name: f.default for f in dataclasses.fields(Config)}, **values})
+    if problems:
+        raise ConfigError("\n".join(problems))
     return values
 
 
-def _check_values(cfg: Config) -> None:
-    for name, allowed in _CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {allowed}")
-    positive = {"image_size": cfg.image_size, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-                "learning_rate": cfg.learning_rate}
-    for name, value in positive.items():
-        if not value or value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value!r}")
-    if cfg.image_size < 16:
-        raise ConfigError(f"image_size must be at least 16 pixels, got {cfg.image_size}")
-    for name in ("val_fraction", "test_fraction"):
-        if not 0 <= getattr(cfg, name) < 0.5:
-            raise ConfigError(f"{name} must be in [0, 0.5), got {getattr(cfg, name)}")
-    if not 0 <= cfg.max_bad_fraction <= 1:
-        raise ConfigError(f"max_bad_fraction must be in [0, 1] (0.05 = 5 %), got {cfg.max_bad_fraction}")
-    for name in ("allow_leakage", "drop_duplicates", "horizontal_flip"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
-    parse_devices(cfg.devices)
-    cfg.devices = str(cfg.devices).strip().lower()  # YAML reads `devices: 2` as a number
-    if not 0 <= cfg.label_smoothing < 0.5:
-        raise ConfigError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
-    if isinstance(cfg.classes, str):
-        cfg.classes = [c.strip() for c in cfg.classes.split(",") if c.strip()]
+def _checked_value(f: dataclasses.Field, value: Any) -> Any:
+    kind, optional = field_type(f.name)
+    allowed = f.metadata["allowed"]
+    if value is None and optional:
+        return None
+    if callable(allowed):
+        return allowed(value)
+    if isinstance(allowed, tuple):
+        try:
+            value = _typed(f.name, kind, value)
+        except ConfigError:
+            pass  # a value of the wrong type is not one of the choices either: name them
+        if value not in allowed or type(value) is not kind:
+            raise ConfigError(f"{f.name}={value!r} is not one of {allowed}")
+        return value
+    value = _typed(f.name, kind, value)
+    if isinstance(allowed, str) and not _in_range(value, allowed):
+        raise ConfigError(f"{f.name} must be {_range_words(allowed, f.metadata['unit'])}, got {value!r}")
+    return value
+
+
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _typed(name: str, kind: type, value: Any) -> Any:
+    """The value as the field's type; numbers written as text (YAML reads `1e-3` as text) become numbers."""
+    problem = ConfigError(f"{name} must be {_KIND_WORDS[kind]}, got {value!r}")
+    if kind is bool or kind is str:
+        if not isinstance(value, kind):
+            raise problem
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+            kind is int and isinstance(value, float)):
+        raise problem
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise problem from exc
+
+
+@functools.cache
+def _bounds(text: str) -> tuple[float, float, bool, bool]:
+    """"[0, 1)" -> (0.0, 1.0, low_closed=True, high_closed=False)."""
+    match = re.fullmatch(r"([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])", text)
+    if not match:
+        raise ValueError(f"not a range: {text!r}")
+    return float(match[2]), float(match[3]), match[1] == "[", match[4] == "]"
+
+
+def _in_range(value: float, text: str) -> bool:
+    low, high, low_closed, high_closed = _bounds(text)
+    above = low <= value if low_closed else low < value
+    below = value <= high if high_closed else value < high
+    return above and below  # NaN is neither
+
+
+def _range_words(text: str, unit: str) -> str:
+    low, high, low_closed, _ = _bounds(text)
+    if high != float("inf"):
+        return f"in {text}{unit}"
+    if low == 0 and not low_closed:
+        return "positive"
+    return f"{'at least' if low_closed else 'more than'} {text[1:].split(',')[0].strip()}{unit}"
+
+
+def _combination_problems(v: dict[str, Any]) -> list[str]:
+    """Settings that are each fine but do not go together."""
+    problems = []
+    if v["model"] == "compact" and v["norm"] == "group" and not _groups_fit(v["width"]):
+        fits = [w for w in range(8, 513) if _groups_fit(w)]
+        near = sorted(fits, key=lambda w: abs(w - v["width"]))[:2]
+        problems.append(f"width={v['width']} does not work with norm='group': every layer's filters "
+                        f"({', '.join(map(str, compact_filters(v['width'])))}) must split into "
+                        f"min(8, filters // 4) equal groups; try width={' or '.join(map(str, sorted(near)))}")
+    if v["positive_class"] is not None and v["classes"] and v["positive_class"] not in v["classes"]:
+        problems.append(f"positive_class={v['positive_class']!r} is not one of the classes {v['classes']}")
+    return problems
+
+
+def _groups_fit(width: int) -> bool:
+    return all(norm_groups(f) >= 1 and f % norm_groups(f) == 0 for f in compact_filters(width))
 
 
 def positive_index(cfg: Config, classes: list[str]) -> int:

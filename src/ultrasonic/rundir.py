@@ -60,7 +60,7 @@ class RunDir:
         try:
             meta = json.loads(self.meta_path.read_text())
         except json.JSONDecodeError as exc:
-            raise RunError(f"{self.meta_path}: not valid JSON ({exc}); re-run training") from None
+            raise RunError(f"{self.meta_path}: not valid JSON ({exc}); re-run training") from exc
         if meta.get("format", 0) > META_FORMAT:
             raise RunError(f"{self.meta_path}: made by a newer ultrasonic (format {meta['format']}); upgrade")
         return meta

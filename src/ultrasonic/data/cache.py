@@ -142,9 +142,13 @@ def _run(jobs: list, workers: int, total: int):
     with tqdm(total=total, unit="img", desc="decoding", disable=None, leave=False) as bar, \
             ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
         futures = {pool.submit(_decode_chunk, *job): len(job[1]) for job in jobs}
-        for future in as_completed(futures):
-            yield future.result()
-            bar.update(futures[future])
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update(futures[future])
+        except BaseException:  # out of memory, interrupted: start no more chunks, let the error out now
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _decode_chunk(images: np.ndarray, indices: list[int], paths: list[str], size: int, channels: int):

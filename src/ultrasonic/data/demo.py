@@ -69,7 +69,7 @@ def download(url: str, target: Path, md5: str, timeout: float = DOWNLOAD_TIMEOUT
             if got != md5:
                 raise DownloadError(f"{url}: md5 {got} does not match the expected {md5}")
     except OSError as exc:
-        raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+        raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from exc
     return target
 
 

@@ -76,8 +76,10 @@ def _parse(data: bytes, label: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about odd but readable headers
             ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+    except MemoryError:
+        raise
     except Exception as exc:  # pydicom raises many types for malformed files
-        raise BadImageError(label, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+        raise BadImageError(label, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "TransferSyntaxUID" not in ds.file_meta:
         implicit, little = ds.original_encoding
         ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
@@ -112,9 +114,9 @@ def _decode_first_frame(ds, label: str) -> np.ndarray:
     syntax = f"transfer syntax {uid} ({uid.name})" if uid.name != str(uid) else f"transfer syntax {uid}"
     try:
         decoder = get_decoder(uid)
-    except NotImplementedError:
+    except NotImplementedError as exc:
         raise BadImageError(label, f"{syntax} is not supported by pydicom; convert the file to an "
-                                   "uncompressed transfer syntax (e.g. `gdcmconv --raw`)") from None
+                                   "uncompressed transfer syntax (e.g. `gdcmconv --raw`)") from exc
     if not decoder.is_available:
         raise BadImageError(label, f"{syntax} needs a decoder that is not installed "
                                    f"({'; '.join(decoder.missing_dependencies)}); install it or convert "
@@ -126,10 +128,12 @@ def _decode_first_frame(ds, label: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(pixel_array(ds, index=0))  # YBR comes back as RGB
+    except MemoryError:
+        raise
     except Exception as exc:  # decoders raise many types for corrupt or truncated data
         detail = " ".join(str(exc).split())  # decoders report one line per plugin: keep the error on one line
         raise BadImageError(label, f"DICOM pixel data could not be decoded with {syntax} "
-                                   f"({type(exc).__name__}: {detail})") from None
+                                   f"({type(exc).__name__}: {detail})") from exc
 
 
 def _gray_to_uint8(frame: np.ndarray, ds, label: str) -> np.ndarray:
@@ -162,6 +166,8 @@ def _apply_voi(values: np.ndarray, ds, label: str) -> np.ndarray | None:
             values, probe = _voi_inputs(values, ds)
             out = np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64)
             span = np.asarray(apply_voi_lut(probe, ds, index=0), dtype=np.float64)
+    except MemoryError:
+        raise
     except Exception as exc:  # e.g. window width 0, a LUT of unsupported depth: the data is still usable
         log.warning("%s: ignoring the DICOM VOI LUT/window (%s); using the pixel range", label, exc)
         return None
@@ -200,8 +206,10 @@ def _palette_to_rgb(frame: np.ndarray, ds, label: str) -> np.ndarray:
 
     try:
         rgb = apply_color_lut(frame, ds)
+    except MemoryError:
+        raise
     except Exception as exc:
-        raise BadImageError(label, f"DICOM palette colour lookup table is unusable ({exc})") from None
+        raise BadImageError(label, f"DICOM palette colour lookup table is unusable ({exc})") from exc
     scale = 255.0 / np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 255.0
     return np.clip(np.rint(rgb * scale), 0, 255).astype(np.uint8)
 

@@ -50,7 +50,13 @@ def read_image(
     """
     label = name or (os.fspath(source) if not isinstance(source, bytes) else "<bytes>")
     _check_channels(channels)
-    data = _read_bytes(source, label)
+    try:
+        return _decode(_read_bytes(source, label), label, size, channels, max_pixels)
+    except MemoryError as exc:  # the machine's problem, not the file's: never reported as a bad image
+        raise MemoryError(f"out of memory while decoding {label}") from exc
+
+
+def _decode(data: bytes, label: str, size, channels: int, max_pixels: int) -> np.ndarray:
     if _is_dicom(data):
         img = _read_dicom(data, label, max_pixels)
     else:
@@ -75,12 +81,12 @@ def _read_bytes(source: Source, label: str) -> bytes:
     else:
         try:
             data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise BadImageError(label, "file not found") from None
-        except IsADirectoryError:
-            raise BadImageError(label, "is a folder, not an image file") from None
+        except FileNotFoundError as exc:
+            raise BadImageError(label, "file not found") from exc
+        except IsADirectoryError as exc:
+            raise BadImageError(label, "is a folder, not an image file") from exc
         except OSError as exc:
-            raise BadImageError(label, f"cannot be read ({exc.strerror or exc})") from None
+            raise BadImageError(label, f"cannot be read ({exc.strerror or exc})") from exc
     if not data:
         raise BadImageError(label, "empty file (0 bytes)")
     return data
@@ -96,8 +102,8 @@ def _is_dicom(data: bytes) -> bool:
 def _read_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     try:
         from ultrasonic.data.dicom import read_dicom
-    except ImportError:
-        raise BadImageError(label, "is DICOM, which this installation cannot read yet") from None
+    except ImportError as exc:
+        raise BadImageError(label, "is DICOM, which this installation cannot read yet") from exc
     return read_dicom(data, label, max_pixels)
 
 
@@ -107,10 +113,12 @@ def _open_pil(data: bytes, label: str, max_pixels: int, size) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
-    except UnidentifiedImageError:
-        raise BadImageError(label, "not a recognised image (PNG, JPEG, BMP, TIFF or DICOM)") from None
+    except UnidentifiedImageError as exc:
+        raise BadImageError(label, "not a recognised image (PNG, JPEG, BMP, TIFF or DICOM)") from exc
+    except MemoryError:
+        raise
     except Exception as exc:  # Pillow raises many types for malformed headers
-        raise BadImageError(label, f"unreadable image header ({exc})") from None
+        raise BadImageError(label, f"unreadable image header ({exc})") from exc
     _check_pixels(img.size, label, max_pixels)
     if size is not None and img.format in ("JPEG", "MPO"):
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale: far less work when shrinking.
@@ -119,8 +127,10 @@ def _open_pil(data: bytes, label: str, max_pixels: int, size) -> Image.Image:
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
+    except MemoryError:
+        raise
     except Exception as exc:
-        raise BadImageError(label, f"truncated or corrupt {img.format} data ({exc})") from None
+        raise BadImageError(label, f"truncated or corrupt {img.format} data ({exc})") from exc
     return img
 
 

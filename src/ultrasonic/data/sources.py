@@ -137,7 +137,7 @@ def open_npz(path: str | Path, classes: list[str] | None = None) -> Catalog:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+        raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
     if "train_images" not in keys or "train_labels" not in keys:
         raise DataError(f"{path}: needs arrays train_images and train_labels; has {sorted(keys)}")
     images, labels, given, refs = [], [], [], []

@@ -30,7 +30,7 @@ def patient_ids(refs: list[str], pattern: str | None) -> list[str | None]:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(f"patient_pattern {pattern!r} is not a valid regular expression ({exc})") from None
+        raise ConfigError(f"patient_pattern {pattern!r} is not a valid regular expression ({exc})") from exc
     ids = []
     for ref in refs:
         match = regex.search(PurePosixPath(ref).name)

@@ -128,9 +128,9 @@ def _check_class_index(model: keras.Model, class_index: int | None) -> None:
 def _check_layer(model: keras.Model, layer: str) -> None:
     try:
         shape = model.get_layer(layer).output.shape
-    except ValueError:
+    except ValueError as exc:
         raise RunError(f"model {model.name!r} has no layer {layer!r}; its layers with 4-D outputs are: "
-                       f"{', '.join(_spatial_layers(model))}") from None
+                       f"{', '.join(_spatial_layers(model))}") from exc
     if len(shape) != 4:
         raise RunError(f"layer {layer!r} has output shape {tuple(shape)}; Grad-CAM needs a 4-D feature map, e.g. "
                        f"one of: {', '.join(_spatial_layers(model))}")

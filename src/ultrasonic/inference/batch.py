@@ -40,8 +40,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     """'2/4' -> (2, 4): the second of four shards, counted from 1."""
     try:
         k, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard {text!r}: write K/N, e.g. 1/4 for the first of four shards") from None
+    except ValueError as exc:
+        raise ConfigError(f"--shard {text!r}: write K/N, e.g. 1/4 for the first of four shards") from exc
     if not 1 <= k <= n:
         raise ConfigError(f"--shard {text!r}: K must be between 1 and N (the shards are 1/{n} to {n}/{n})")
     return k, n

@@ -67,9 +67,9 @@ class OnnxEngine:
     def __init__(self, path: Path, model_id: str):
         try:
             import onnxruntime
-        except ImportError:
+        except ImportError as exc:
             raise RunError("engine 'onnx' needs ONNX Runtime: pip install 'ultrasonic[onnx]' "
-                           "(or pip install onnxruntime)") from None
+                           "(or pip install onnxruntime)") from exc
         if not path.is_file():
             raise RunError(f"{path}: not found; make it with `ultrasonic export {path.parent}` first")
         options = onnxruntime.SessionOptions()
@@ -81,7 +81,7 @@ class OnnxEngine:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types for broken files
-            raise RunError(f"{path}: ONNX Runtime cannot load it ({exc}); export it again") from None
+            raise RunError(f"{path}: ONNX Runtime cannot load it ({exc}); export it again") from exc
         self.metadata = {k: json.loads(v) for k, v in self.session.get_modelmeta().custom_metadata_map.items()
                          if k in CARRIED}
         if self.metadata.get("model_id") != model_id:
@@ -113,7 +113,7 @@ def load_model(path: str | Path) -> keras.Model:
     except Exception as exc:  # Keras raises ValueError/TypeError/OSError for hostile or broken files
         raise RunError(f"{path}: refused to load the model: {_refusal(exc)}. Models load in Keras' safe mode: "
                        "only files saved by `ultrasonic train`, without Lambda layers or unknown custom "
-                       "objects; retrain, or find out where this file came from") from None
+                       "objects; retrain, or find out where this file came from") from exc
 
 
 def _refusal(exc: Exception) -> str:

@@ -41,4 +41,4 @@ def load_backbone_weights(base: keras.Model, weights: str) -> None:
             base.load_weights(str(path))
     except Exception as exc:  # Keras raises several types for a mismatched or corrupt file
         raise ConfigError(f"weights {path}: cannot be loaded into {base.name} without its top "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from keras import layers
 
+from ultrasonic.models.names import compact_filters, norm_groups
+
 
 def compact_backbone(x, width: int = 32, dropout: float = 0.2, norm: str = "batch"):
     """Stem (stride 2) + 4 stages (width, 2w, 4w, 8w) + global average pooling."""
-    x = _conv(x, width // 2, norm, stride=2, name="stem")
-    for stage, mult in enumerate((1, 2, 4, 8), start=1):
-        filters = width * mult
+    stem, *stages = compact_filters(width)
+    x = _conv(x, stem, norm, stride=2, name="stem")
+    for stage, filters in enumerate(stages, start=1):
         x = _conv(x, filters, norm, name=f"s{stage}a")
         x = _conv(x, filters, norm, name=f"s{stage}b")
         if stage < 4:
@@ -28,7 +30,7 @@ def _conv(x, filters: int, norm: str, stride: int = 1, name: str = "conv"):
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     if norm == "group":
         # no moving statistics: training and inference normalise the same way
-        x = layers.GroupNormalization(groups=min(8, filters // 4), name=f"{name}_gn")(x)
+        x = layers.GroupNormalization(groups=norm_groups(filters), name=f"{name}_gn")(x)
     else:
         # momentum 0.9, not Keras' 0.99: short runs (a few hundred steps) need settled moving statistics
         x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)

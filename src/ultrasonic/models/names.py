@@ -19,6 +19,16 @@ PREPROCESSINGS = ("auto", "unit", "vgg16", "signed", "imagenet", "raw")
 NORMS = ("batch", "group")  # the compact network's normalisation
 
 
+def compact_filters(width: int) -> tuple[int, ...]:
+    """The filters of the compact network's layers: a stride-2 stem of width // 2, then 4 stages."""
+    return (width // 2, width, 2 * width, 4 * width, 8 * width)
+
+
+def norm_groups(filters: int) -> int:
+    """GroupNormalization's group count for a layer of `filters` (it must divide them)."""
+    return min(8, filters // 4)
+
+
 def application_preprocessing(model: str) -> str:
     return APPLICATIONS[model][1]
 

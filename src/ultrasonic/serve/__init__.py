@@ -29,7 +29,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
         from ultrasonic.serve.app import create_app
     except ImportError as exc:
         raise ConfigError(f"the service needs FastAPI and uvicorn ({exc}); install them with "
-                          "pip install 'ultrasonic[serve]'") from None
+                          "pip install 'ultrasonic[serve]'") from exc
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     app = create_app(run_dir, settings)

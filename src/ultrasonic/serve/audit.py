@@ -51,7 +51,7 @@ class AuditLog:
                 conn.execute(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"{self.path}: cannot open the audit log ({exc}); give a writable file "
-                              "with --db") from None
+                              "with --db") from exc
 
     def record(self, *, model_id: str, sha256: str, file: str, label: str, probabilities: dict,
                threshold: float | None, client: str | None) -> int:

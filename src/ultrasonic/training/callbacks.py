@@ -124,7 +124,7 @@ def restore_backup(model: keras.Model, folder: str | Path) -> int:
         weights = folder / state["weights"]
         epochs_done = int(state["epochs_done"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{state_path}: unreadable backup state ({exc}); start again with --overwrite") from None
+        raise RunError(f"{state_path}: unreadable backup state ({exc}); start again with --overwrite") from exc
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
     try:
@@ -132,7 +132,7 @@ def restore_backup(model: keras.Model, folder: str | Path) -> int:
     except Exception as exc:  # h5py and Keras raise many types for a missing or mismatched file
         raise RunError(f"{weights}: cannot restore the backup into this model ({type(exc).__name__}: {exc}); "
                        "resume with the same settings as the interrupted run, or start again with --overwrite"
-                       ) from None
+                       ) from exc
     log.info("train: resuming after epoch %d from %s", epochs_done, weights)
     return epochs_done
 

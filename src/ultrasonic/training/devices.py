@@ -176,8 +176,8 @@ def _logical_cpus(tf, count: int) -> tuple[str, ...]:
     if count > 1 and len(current or [None]) != count:
         try:
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-        except RuntimeError:
+        except RuntimeError as exc:
             raise ConfigError(f"devices={count}: TensorFlow has already started its CPU device in this process, so "
                               "it cannot be split into logical devices; start a fresh process "
-                              "(`ultrasonic train ... --devices N`)") from None
+                              "(`ultrasonic train ... --devices N`)") from exc
     return tuple(d.name for d in tf.config.list_logical_devices("CPU")[:count])

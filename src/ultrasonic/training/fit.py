@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -86,7 +87,7 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
         # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
         # the batches with Python's global `random`, which differs between one device and several.
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, run, start), verbose=cfg.verbose, shuffle=False)
+                  callbacks=_callbacks(cfg, run, start), verbose=fit_verbose(cfg.verbose), shuffle=False)
     best = load_model(run.model)
     threshold, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
@@ -96,6 +97,15 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
     clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
     log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
     return TrainResult(run.path, best_epoch, threshold, val_metrics, seconds)
+
+
+def fit_verbose(setting: int | None, stream=None) -> int:
+    """Keras' fit output: the setting if given; else, on a terminal, a progress bar with an ETA (1),
+    and in a log or CI one line per epoch (2), since the bar's redraws would fill the file."""
+    if setting is not None:
+        return setting
+    stream = sys.stdout if stream is None else stream  # where Keras writes its progress
+    return 1 if getattr(stream, "isatty", lambda: False)() else 2
 
 
 def _check_splits(ds: Dataset) -> None:
