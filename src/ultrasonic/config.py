@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ultrasonic.errors import ConfigError, DataError
+from ultrasonic.errors import ConfigError
 from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS, compact_filters, norm_groups
 from ultrasonic.training.devices import parse_devices
 
@@ -391,12 +391,3 @@ def _combination_problems(v: dict[str, Any]) -> list[str]:
 
 def _groups_fit(width: int) -> bool:
     return all(norm_groups(f) >= 1 and f % norm_groups(f) == 0 for f in compact_filters(width))
-
-
-def positive_index(cfg: Config, classes: list[str]) -> int:
-    """The class called 'positive' (sensitivity = its recall): positive_class, else the second."""
-    if cfg.positive_class is None:
-        return 1
-    if cfg.positive_class not in classes:
-        raise DataError(f"positive_class {cfg.positive_class!r} is not one of the classes {classes}")
-    return classes.index(cfg.positive_class)

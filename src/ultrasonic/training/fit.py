@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from ultrasonic import __version__
-from ultrasonic.config import Config, load_config, positive_index, save_config
+from ultrasonic.config import Config, load_config, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
@@ -106,6 +106,15 @@ def fit_verbose(setting: int | None, stream=None) -> int:
         return setting
     stream = sys.stdout if stream is None else stream  # where Keras writes its progress
     return 1 if getattr(stream, "isatty", lambda: False)() else 2
+
+
+def positive_index(cfg: Config, classes: list[str]) -> int:
+    """The class called 'positive' (sensitivity = its recall): positive_class, else the second."""
+    if cfg.positive_class is None:
+        return 1
+    if cfg.positive_class not in classes:
+        raise DataError(f"positive_class {cfg.positive_class!r} is not one of the classes {classes}")
+    return classes.index(cfg.positive_class)
 
 
 def _check_splits(ds: Dataset) -> None:
