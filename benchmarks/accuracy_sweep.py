@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    from ultrasonic.config import parse_set
+    from ultrasonic import parse_set
 
     name, _, body = text.partition(":")
     return name, parse_set([item for item in body.split(",") if item])

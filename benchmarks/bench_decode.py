@@ -41,8 +41,7 @@ def plain_loop(files: list[Path], size: int, mode: str) -> float:
 
 
 def ultrasonic_cache(root: Path, size: int, channels: int) -> float:
-    from ultrasonic.data.cache import load_images
-    from ultrasonic.data.sources import open_data
+    from ultrasonic.data import load_images, open_data
 
     catalog = open_data(str(root))
     start = time.perf_counter()

@@ -30,16 +30,16 @@ SIZE = 224
 
 def make_run(folder, preset: str) -> str:
     """A run directory holding an (untrained) model of the preset, enough for the Predictor."""
-    from ultrasonic.config import load_config
+    from ultrasonic import RunDir, RunMeta, load_config
     from ultrasonic.models import build_model
-    from ultrasonic.rundir import RunDir
 
     run = RunDir(folder / preset)
     run.path.mkdir(parents=True)
     cfg = load_config(preset=preset)
     build_model(cfg, 2).save(run.model)
-    run.write_meta({"classes": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA", "threshold": 0.5,
-                    "image_size": [cfg.image_size] * 2, "channels": cfg.channels, "model_id": preset})
+    run.write_meta(RunMeta(model_id=preset, task="binary", classes=["NORMAL", "PNEUMONIA"],
+                           positive_class="PNEUMONIA", image_size=(cfg.image_size,) * 2, channels=cfg.channels,
+                           threshold=0.5))
     return str(run.path)
 
 
@@ -62,8 +62,8 @@ def seed_way(root, run_dir: str) -> float:
 
 
 def ultrasonic_way(root, run_dir: str) -> tuple[float, list[float]]:
-    from ultrasonic.data.files import expand_paths
-    from ultrasonic.inference.predictor import Predictor
+    from ultrasonic import Predictor
+    from ultrasonic.data import expand_paths
 
     predictor = Predictor(run_dir)
     files = expand_paths([root])

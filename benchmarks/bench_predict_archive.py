@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import machine, shared_dir  # noqa: E402
+from common import machine, shared_dir, write_json  # noqa: E402
 
 CORES = 2
 FOLDER_SIZE = 1000
@@ -47,18 +47,16 @@ def make_run(root: Path) -> Path:
     """The default preset's network, untrained, with its meta.json, exported to ONNX."""
     import hashlib
 
-    from ultrasonic.config import load_config
-    from ultrasonic.inference.export import export
+    from ultrasonic import RunDir, RunMeta, export, load_config
     from ultrasonic.models import build_model
-    from ultrasonic.rundir import RunDir
 
     run = RunDir(root / "run")
     run.path.mkdir(parents=True)
     cfg = load_config(preset="default")
     build_model(cfg, 2).save(run.model)
-    run.write_meta({"classes": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA", "threshold": 0.5,
-                    "task": "binary", "image_size": [cfg.image_size] * 2, "channels": cfg.channels,
-                    "model_id": hashlib.sha256(run.model.read_bytes()).hexdigest()[:16]})
+    run.write_meta(RunMeta(model_id=hashlib.sha256(run.model.read_bytes()).hexdigest()[:16], task="binary",
+                           classes=["NORMAL", "PNEUMONIA"], positive_class="PNEUMONIA",
+                           image_size=(cfg.image_size,) * 2, channels=cfg.channels, threshold=0.5))
     export(run.path)
     return run.path
 
@@ -83,9 +81,9 @@ def _sample_rss(samples: list, every_s: float = 0.5) -> None:
 def child(engine: str, run: str, archive: str, out: str, batch_size: int) -> None:
     """One engine in this process: predict the archive into a CSV, print the figures as JSON."""
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:CORES])
-    from ultrasonic.inference.batch import predict_to_csv
-    from ultrasonic.data.files import iter_paths
-    from ultrasonic.inference.predictor import Predictor
+    from ultrasonic import Predictor
+    from ultrasonic.data import iter_paths
+    from ultrasonic.inference import predict_to_csv
 
     predictor = Predictor(run, engine=engine)
     image = predictor.read(next(iter_paths([archive])))
@@ -131,8 +129,6 @@ def main() -> None:
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
     if args.json:
-        from ultrasonic.atomic import write_json
-
         info = machine()
         for name in ("onnxruntime", "tensorflow", "PIL"):
             info[name] = __import__(name).__version__

@@ -72,12 +72,10 @@ def bench_seed(folder: Path, steps: int) -> float:
 
 
 def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -> float:
-    from ultrasonic.config import load_config
-    from ultrasonic.data.batches import ArrayBatches, encode_labels
-    from ultrasonic.data.cache import load_images
-    from ultrasonic.data.sources import open_data
+    from ultrasonic import load_config
+    from ultrasonic.data import ArrayBatches, encode_labels, load_images, open_data
     from ultrasonic.models import build_model
-    from ultrasonic.training.fit import _compile
+    from ultrasonic.training import compile_model
 
     overrides = {"image_size": SIZE, "batch_size": batch_size, "cache_dir": str(folder.parent / "cache")}
     if not augment:
@@ -86,7 +84,7 @@ def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -
     catalog = open_data(str(folder), cache_dir=cfg.cache_dir)
     images = load_images(catalog, SIZE, 3, cfg.cache_dir).images  # memory-mapped, as in training
     model = build_model(cfg, 2)
-    _compile(model, cfg, 2, steps_per_epoch=steps)
+    compile_model(model, cfg, 2, steps_per_epoch=steps)
     batches = ArrayBatches(images, encode_labels(catalog.labels, 2), np.arange(len(images)), batch_size,
                            shuffle=True)
     timer = StepTimer()

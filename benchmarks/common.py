@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -64,7 +65,12 @@ def report(rows: list[tuple], header: tuple, result: dict, json_path: str | None
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
     print(f"ratio: {result['ratio']:.2f}")
     if json_path:
-        from ultrasonic.atomic import write_json
-
         write_json(json_path, {**result, "machine": machine()})
         print(f"wrote {json_path}")
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """A benchmark's result file; numpy numbers and arrays become plain JSON."""
+    text = json.dumps(obj, indent=2, default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + "\n")

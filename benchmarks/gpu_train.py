@@ -21,10 +21,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from common import write_json  # noqa: E402
 
 
 def build(preset: str, size: int):
-    from ultrasonic.config import load_config
+    from ultrasonic import load_config
     from ultrasonic.models import build_model
 
     cfg = load_config(preset=preset, overrides={"image_size": size})
@@ -80,7 +81,7 @@ def main() -> None:
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     results = [train_rate("seed", args.images, args.size, args.batch, args.steps)]
     default_size = None if args.size == 224 else args.size  # the default preset's own size on the GPU
-    from ultrasonic.config import load_config
+    from ultrasonic import load_config
 
     results.append(train_rate("default", args.images, default_size or load_config().image_size, args.batch,
                               args.steps))
@@ -90,8 +91,6 @@ def main() -> None:
         print(f"{r['preset']:8s} {r['size']} px x{r['channels']}: {r['img_s']:,.0f} images/s, "
               f"{r['s_per_epoch_5216']:.2f} s per epoch of 5,216 images (batch {r['batch']})")
     if args.json:
-        from ultrasonic.atomic import write_json
-
         write_json(args.json, info)
 
 

@@ -42,9 +42,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import SHARED, machine  # noqa: E402
+from common import SHARED, machine, write_json  # noqa: E402
 
-from ultrasonic.serve.local import LocalServer, ServerStartError  # noqa: E402
+from ultrasonic.serve import LocalServer, ServerStartError  # noqa: E402
 
 MALFORMED = ("random_bytes", "truncated_jpeg", "empty_file", "text_file", "missing_field")
 SIZE = 64  # the tiny run's input size and the synthetic images' size
@@ -85,7 +85,7 @@ def train_tiny_run(root: Path) -> Path:
     from PIL import Image
 
     from ultrasonic import train
-    from ultrasonic.data.synthetic import lesion_images
+    from ultrasonic.data import lesion_images
 
     images, labels, _ = lesion_images(160, size=SIZE, seed=0)
     for i, (x, y) in enumerate(zip(images, labels)):
@@ -104,7 +104,7 @@ def good_images(n: int) -> tuple[list[tuple[str, bytes]], str]:
     if len(files) >= n:
         picked = [files[round(k * len(files) / n)] for k in range(n)]
         return [(p.name, p.read_bytes()) for p in picked], f"{n} chest X-ray JPEGs from {root}"
-    from ultrasonic.data.synthetic import lesion_images
+    from ultrasonic.data import lesion_images
 
     images, _, _ = lesion_images(n, size=SIZE, seed=1)
     return [(f"synthetic{k:04d}.png", _encode(x[..., 0], "PNG")) for k, x in enumerate(images)], \
@@ -352,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
     print_report(figures, checks, context)
     if args.json:
-        from ultrasonic.atomic import write_json
-
         write_json(args.json, {**figures, "checks": checks, **context, "machine": machine(),
                                "versions": versions()})
         print(f"wrote {args.json}")

@@ -19,11 +19,13 @@ def ci(entry: dict) -> str:
 
 
 def row(run: Path) -> list[str]:
-    meta = json.loads((run / "meta.json").read_text())
+    from ultrasonic import RunDir
+
+    meta = RunDir(run).read_meta()
     metrics = json.loads((run / "eval-val" / "metrics.json").read_text())
-    minutes = f"{meta['train_seconds'] / 60:.1f}"
-    data = Path(meta["data"]["path"]).name
-    name = [data, meta["preset"], str(metrics["n"])]
+    minutes = f"{meta.train_seconds / 60:.1f}"
+    data = Path(meta.data["path"]).name
+    name = [data, meta.preset, str(metrics["n"])]
     if metrics["task"] == "binary":
         at = metrics.get("at_threshold", metrics["at_0.5"])
         half = metrics["at_0.5"]

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 from common import report, shared_dir
+
+from ultrasonic import RunDir
 
 
 def history(run: Path) -> list[dict]:
@@ -35,17 +36,16 @@ def summarise(seed_run: Path, default_run: Path) -> dict:
     if (seed_run / "splits.csv").read_text() != (default_run / "splits.csv").read_text():
         raise SystemExit(f"{seed_run} and {default_run} were trained on different splits: not comparable")
     seed_rows, default_rows = history(seed_run), history(default_run)
-    seed_meta = json.loads((seed_run / "meta.json").read_text())
-    default_meta = json.loads((default_run / "meta.json").read_text())
-    delivered = seed_rows[seed_meta["best_epoch"] - 1]
+    seed_meta, default_meta = RunDir(seed_run).read_meta(), RunDir(default_run).read_meta()
+    delivered = seed_rows[seed_meta.best_epoch - 1]
     target = delivered["val_auc"]
     reached = next((row for row in default_rows if row["val_auc"] >= target), None)
-    seed_seconds = seed_meta["train_seconds"]
+    seed_seconds = seed_meta.train_seconds
     result = {
-        "seed_epochs": len(seed_rows), "seed_best_epoch": seed_meta["best_epoch"], "seed_val_auc": target,
+        "seed_epochs": len(seed_rows), "seed_best_epoch": seed_meta.best_epoch, "seed_val_auc": target,
         "seed_seconds": seed_seconds, "default_epochs": len(default_rows),
         "default_best_val_auc": max(row["val_auc"] for row in default_rows),
-        "default_seconds": default_meta["train_seconds"],
+        "default_seconds": default_meta.train_seconds,
         "default_reached_at_epoch": None if reached is None else int(reached["epoch"]) + 1,
         "default_seconds_to_target": None if reached is None else reached["elapsed_seconds"],
     }

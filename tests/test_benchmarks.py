@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from ultrasonic import RunDir, RunMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -18,7 +19,9 @@ def fake_run(path: Path, aucs: list[float], elapsed: list[float], best_epoch: in
     path.mkdir(parents=True)
     rows = ["epoch,val_auc,elapsed_seconds"] + [f"{e},{a},{t}" for e, (a, t) in enumerate(zip(aucs, elapsed))]
     (path / "history.csv").write_text("\n".join(rows) + "\n")
-    (path / "meta.json").write_text(json.dumps({"best_epoch": best_epoch, "train_seconds": seconds}))
+    RunDir(path).write_meta(RunMeta(model_id="0" * 16, task="binary", classes=["a", "b"], positive_class="b",
+                                    image_size=(32, 32), channels=1, threshold=0.5, best_epoch=best_epoch,
+                                    train_seconds=seconds))
     (path / "splits.csv").write_text(splits)
     return path
 

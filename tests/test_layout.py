@@ -75,6 +75,16 @@ def test_the_top_level_has_only_the_shared_modules():
     assert flat == ["__init__", "atomic", "cli", "config", "errors", "lazy", "rundir"]
 
 
+def test_no_public_name_of_a_package_is_also_one_of_its_modules():
+    """Importing package.name (the module) would replace the lazily exported package.name (the function)."""
+    import importlib
+
+    for init in SRC.rglob("__init__.py"):
+        package = importlib.import_module(module_name(init))
+        modules = {p.stem for p in init.parent.glob("*.py")} | {p.name for p in init.parent.iterdir() if p.is_dir()}
+        assert not set(getattr(package, "__all__", ())) & modules, package.__name__
+
+
 @pytest.mark.parametrize("module", ["ultrasonic.config", "ultrasonic.cli", "ultrasonic.inference.predictor",
                                     "ultrasonic.data.cache", "ultrasonic.models.names"])
 def test_settings_cli_and_decoding_do_not_import_keras(module):

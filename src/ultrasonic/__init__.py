@@ -13,11 +13,12 @@ from ultrasonic.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "TrainResult", "evaluate", "Predictor", "Config", "load_config", "read_image", "RunDir",
-           "__version__"]
+__all__ = ["train", "TrainResult", "evaluate", "Predictor", "export", "Config", "load_config", "parse_set",
+           "read_image", "RunDir", "RunMeta", "__version__"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "train": ".training.fit", "TrainResult": ".training.fit", "evaluate": ".evaluation.evaluate",
-    "Predictor": ".inference.predictor", "Config": ".config", "load_config": ".config",
-    "read_image": ".data.io", "RunDir": ".rundir",
+    "Predictor": ".inference.predictor", "export": ".inference.export", "Config": ".config",
+    "load_config": ".config", "parse_set": ".config", "read_image": ".data.io", "RunDir": ".rundir",
+    "RunMeta": ".rundir",
 })

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ultrasonic import __version__
 from ultrasonic.errors import ConfigError, UltrasonicError
+from ultrasonic.rundir import ENGINES, SPLITS, EvalDir, RunDir
 
 # The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
 # published splits, so that its figures compare with MedMNIST's, and lists the copies (with a warning).
@@ -146,7 +147,7 @@ def _add_evaluate(sub) -> None:
     p = _command(sub, "evaluate", "metrics with 95%% CIs, plots and report.html for a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="other data to evaluate on (default: the run's own split)")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default test)")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.set_defaults(func=_evaluate)
@@ -159,7 +160,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR (default: none)")
-    p.add_argument("--engine", choices=["keras", "onnx"], default="keras",
+    p.add_argument("--engine", choices=ENGINES, default="keras",
                    help="keras (model.keras) or onnx (model.onnx from `ultrasonic export`, no TensorFlow)")
     p.add_argument("--out", metavar="CSV",
                    help="stream rows into this CSV as they are done (large archives; default: print them)")
@@ -199,7 +200,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, help="largest upload accepted (default 32)")
     p.add_argument("--max-pixels", type=int,
                    help="largest image in pixels, against decompression bombs (default 50 million)")
-    p.add_argument("--engine", choices=["keras", "onnx"],
+    p.add_argument("--engine", choices=ENGINES,
                    help="keras (default; with heat maps) or onnx: RUN_DIR/model.onnx through ONNX Runtime, "
                         "no TensorFlow needed, no heat maps (make it with `ultrasonic export`)")
     p.set_defaults(func=_serve)
@@ -226,7 +227,7 @@ def _evaluate(args) -> int:
 
     metrics = evaluate(args.run_dir, args.data, args.split, out=args.out, n_boot=args.n_boot)
     print("\n".join(summary_lines(metrics)))
-    print(f"report: {Path(args.out or Path(args.run_dir) / 'eval') / 'report.html'}")
+    print(f"report: {(EvalDir(args.out) if args.out else RunDir(args.run_dir).evaluation).report}")
     return 0
 
 
@@ -291,15 +292,13 @@ def _print_json(rows: list[dict]) -> None:
 
 
 def _print_csv(rows: list[dict]) -> None:
+    from ultrasonic.inference.batch import csv_header, csv_row  # the columns of `predict --out CSV` too
+
     classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
+    cam = any("cam" in r for r in rows)
     writer = csv.writer(sys.stdout)
-    cam = ["cam"] if any("cam" in r for r in rows) else []
-    writer.writerow(["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", *cam])
-    for r in rows:
-        probs = r.get("probabilities", {})
-        writer.writerow([r["file"], r.get("class", ""), *[probs.get(c, "") for c in classes],
-                         "" if r.get("threshold") is None else r["threshold"], r.get("error", ""),
-                         *[r.get("cam", "") for _ in cam]])
+    writer.writerow(csv_header(classes, cam))
+    writer.writerows(csv_row(r, classes, cam) for r in rows)
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -354,7 +353,7 @@ def _demo(args) -> int:
     result = train("demo", args.out, overwrite=True, **{**DEMO_SETTINGS, "epochs": args.epochs})
     metrics = evaluate(result.run_dir)
     print("\n".join(summary_lines(metrics)))
-    print(f"\nReport: {Path(result.run_dir) / 'eval' / 'report.html'}")
+    print(f"\nReport: {RunDir(result.run_dir).evaluation.report}")
     return 0
 
 

@@ -28,3 +28,28 @@ class ImageTooLargeError(BadImageError):
 
 class RunError(UltrasonicError):
     """A run directory is missing, incomplete or from an incompatible version."""
+
+
+class MissingExtraError(UltrasonicError):
+    """An optional dependency is not installed; the message names the extra of ultrasonic that brings it.
+
+        raise MissingExtraError("serve", "`ultrasonic serve`", "fastapi")
+    """
+
+    def __init__(self, extra: str, feature: str, module: str):
+        self.extra = extra
+        self.module = module
+        super().__init__(f"{feature} needs the optional package {module!r}, which is not installed; "
+                         f"install it with: pip install 'ultrasonic[{extra}]'")
+
+
+class UploadTooLargeError(UltrasonicError):
+    """An upload is over the service's size limit."""
+
+
+class DownloadError(UltrasonicError):
+    """A download failed or its checksum did not match."""
+
+
+class ServerStartError(UltrasonicError):
+    """The server exited or did not answer /health in time; the message ends with its log."""

@@ -17,7 +17,7 @@ import pytest
 from tiny_run import make_run, random_uint8, real_chest_xrays, write_images
 
 from ultrasonic.cli import main
-from ultrasonic.errors import RunError
+from ultrasonic.errors import MissingExtraError, RunError
 
 pytestmark = pytest.mark.e2e
 
@@ -131,3 +131,17 @@ def test_savedmodel_takes_uint8_and_gives_the_same_probabilities(gray_run, tmp_p
     served = loaded.serve(tf.constant(images)).numpy()[:, 0]
     expected = Predictor(gray_run).predict_proba(images)[:, 1]
     assert np.abs(served - expected).max() < PARITY
+
+
+def test_onnx_export_without_the_onnx_extra_names_the_pip_command(tmp_path, monkeypatch):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("under another backend the export runs in a TensorFlow subprocess, which this cannot patch")
+    from ultrasonic.inference.export import export
+
+    run = make_run(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    with pytest.raises(MissingExtraError, match=r"ONNX export needs .*'tf2onnx'.*pip install 'ultrasonic\[onnx\]'"):
+        export(run)
+    assert not (run / "model.onnx").exists()

@@ -103,9 +103,9 @@ def run_dir(folder: Path, model_file: Path) -> Path:
     run = folder / "run"
     run.mkdir()
     (run / "model.keras").write_bytes(model_file.read_bytes())
-    write_json(run / "meta.json", {"format": 1, "model_id": "0" * 16, "classes": ["normal", "pneumonia"],
-                                   "positive_class": "pneumonia", "threshold": 0.5, "image_size": [SIZE, SIZE],
-                                   "channels": 1})
+    write_json(run / "meta.json", {"format": 1, "model_id": "0" * 16, "task": "binary",
+                                   "classes": ["normal", "pneumonia"], "positive_class": "pneumonia",
+                                   "threshold": 0.5, "image_size": [SIZE, SIZE], "channels": 1})
     return run
 
 

@@ -17,17 +17,13 @@ import numpy as np
 
 from ultrasonic.atomic import atomic_path
 from ultrasonic.data.synthetic import lesion_images
-from ultrasonic.errors import UltrasonicError
+from ultrasonic.errors import DownloadError
 
 log = logging.getLogger("ultrasonic")
 
 DEMO_URL = "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
 DEMO_MD5 = "28209eda62fecd6e6a2d98b1501bb15f"
 DOWNLOAD_TIMEOUT_S = 15
-
-
-class DownloadError(UltrasonicError):
-    """A download failed or its checksum did not match."""
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from ultrasonic.data.io import min_max_unit, unit_to_uint8
 from ultrasonic.errors import BadImageError, ImageTooLargeError
 
 log = logging.getLogger("ultrasonic")
@@ -143,10 +144,10 @@ def _gray_to_uint8(frame: np.ndarray, ds, label: str) -> np.ndarray:
     values = apply_modality_lut(frame, ds)
     unit = _apply_voi(values, ds, label)
     if unit is None:
-        unit = _min_max(values)
+        unit = min_max_unit(values)
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         unit = 1.0 - unit  # MONOCHROME1: the lowest value is white
-    return np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8)
+    return unit_to_uint8(unit)
 
 
 def _apply_voi(values: np.ndarray, ds, label: str) -> np.ndarray | None:
@@ -185,20 +186,12 @@ def _voi_inputs(values: np.ndarray, ds) -> tuple[np.ndarray, np.ndarray]:
     return values, np.arange(first, first + entries, dtype=np.int64)
 
 
-def _min_max(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0 or finite.max() <= finite.min():
-        return np.zeros(values.shape)
-    return (np.nan_to_num(values, nan=finite.min()) - finite.min()) / (finite.max() - finite.min())
-
-
 def _color_to_uint8(frame: np.ndarray, ds) -> np.ndarray:
     """RGB of any bit depth (pydicom already converted YBR to RGB) -> 8-bit."""
     if frame.dtype == np.uint8:
         return frame
     bits = int(ds.get("BitsStored", 8) or 8)
-    return np.clip(np.rint(frame.astype(np.float64) * (255.0 / (2 ** bits - 1))), 0, 255).astype(np.uint8)
+    return unit_to_uint8(frame.astype(np.float64) / (2 ** bits - 1))
 
 
 def _palette_to_rgb(frame: np.ndarray, ds, label: str) -> np.ndarray:
@@ -210,6 +203,6 @@ def _palette_to_rgb(frame: np.ndarray, ds, label: str) -> np.ndarray:
         raise
     except Exception as exc:
         raise BadImageError(label, f"DICOM palette colour lookup table is unusable ({exc})") from exc
-    scale = 255.0 / np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 255.0
-    return np.clip(np.rint(rgb * scale), 0, 255).astype(np.uint8)
+    top = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
+    return unit_to_uint8(rgb / top)
 

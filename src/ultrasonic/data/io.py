@@ -160,12 +160,21 @@ def _to_channels(img: Image.Image, channels: int) -> Image.Image:
 
 def scale_to_uint8(array: np.ndarray) -> np.ndarray:
     """Map the array's own value range linearly onto 0-255 (constant -> 0)."""
+    return unit_to_uint8(min_max_unit(array))
+
+
+def min_max_unit(array: np.ndarray) -> np.ndarray:
+    """The array's own finite value range mapped linearly onto 0..1 (float64); constant or non-finite -> 0."""
     array = np.asarray(array, dtype=np.float64)
     finite = np.isfinite(array)
     if not finite.any():
-        return np.zeros(array.shape, dtype=np.uint8)
+        return np.zeros(array.shape)
     low, high = array[finite].min(), array[finite].max()
     if high <= low:
-        return np.zeros(array.shape, dtype=np.uint8)
-    scaled = (np.where(finite, array, low) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.zeros(array.shape)
+    return (np.where(finite, array, low) - low) / (high - low)
+
+
+def unit_to_uint8(unit: np.ndarray) -> np.ndarray:
+    """0..1 -> 0..255, rounded to the nearest level; values outside are clipped."""
+    return np.clip(np.rint(np.asarray(unit) * 255), 0, 255).astype(np.uint8)

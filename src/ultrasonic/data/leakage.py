@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-SPLITS = ("train", "val", "test")  # images in "bad" or "unused" take part in no split
+from ultrasonic.data.split import SPLITS  # images in "bad" or "unused" take part in no split
+
 KINDS = ("duplicate image", "patient")
 
 

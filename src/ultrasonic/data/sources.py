@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ultrasonic.data.files import IMAGE_SUFFIXES, skip_reason
+from ultrasonic.data.split import SPLITS
 from ultrasonic.errors import DataError
 
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-NPZ_SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {**{name: name for name in SPLITS}, "valid": "val", "validation": "val"}  # folder name -> split
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _open_class_folders(root: Path, classes: list[str] | None) -> Catalog:
 def _open_split_folders(root: Path, splits: dict[str, Path], classes: list[str] | None) -> Catalog:
     chosen = _choose_classes(splits["train"], classes)
     refs, labels, given, skipped = [], [], [], []
-    for split in NPZ_SPLITS:
+    for split in SPLITS:
         if split not in splits:
             continue
         found = {p.name for p in _subdirs(splits[split])}
@@ -141,7 +141,7 @@ def open_npz(path: str | Path, classes: list[str] | None = None) -> Catalog:
     if "train_images" not in keys or "train_labels" not in keys:
         raise DataError(f"{path}: needs arrays train_images and train_labels; has {sorted(keys)}")
     images, labels, given, refs = [], [], [], []
-    for split in NPZ_SPLITS:
+    for split in SPLITS:
         if f"{split}_images" not in keys:
             continue
         x, y = _npz_split(archive, split, path)

@@ -19,8 +19,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from ultrasonic.errors import ConfigError
-
-SPLITS = ("train", "val", "test")
+from ultrasonic.rundir import SPLITS  # noqa: F401  (the split names; imported from here by data/)
 
 
 def patient_ids(refs: list[str], pattern: str | None) -> list[str | None]:

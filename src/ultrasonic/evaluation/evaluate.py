@@ -15,12 +15,12 @@ import numpy as np
 
 from ultrasonic.config import load_config
 from ultrasonic.data.dataset import Dataset, load_dataset
-from ultrasonic.errors import DataError, RunError
+from ultrasonic.errors import ConfigError, DataError, RunError
 from ultrasonic.evaluation.metrics import evaluate_predictions, write_metrics_json
 from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_roc
 from ultrasonic.evaluation.report import write_report
 from ultrasonic.inference.predictor import Predictor
-from ultrasonic.rundir import RunDir
+from ultrasonic.rundir import SPLITS, EvalDir, RunDir
 
 log = logging.getLogger("ultrasonic")
 
@@ -28,6 +28,8 @@ log = logging.getLogger("ultrasonic")
 def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", *,
              out: str | Path | None = None, n_boot: int = 1000) -> dict:
     """Evaluate the run on `split` and write metrics.json, plots and report.html to RUN_DIR/eval."""
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r} is not one of {SPLITS}")
     run = RunDir(run_dir)
     predictor = Predictor(run.path)
     ds, indices, where = _images(run, data, split, predictor.classes)
@@ -40,9 +42,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", 
                                    if len(predictor.classes) == 2 else None,
                                    positive_index=positive, n_boot=n_boot, seed=0)
     metrics["evaluated_on"] = where
-    out = Path(out) if out else run.eval
+    out = EvalDir(out) if out else run.evaluation
     _write_outputs(out, run, predictor, metrics, y, probs, positive, where)
-    log.info("evaluate: report %s", out / "report.html")
+    log.info("evaluate: report %s", out.report)
     return metrics
 
 
@@ -50,7 +52,7 @@ def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tu
     """The run's own split (same files as training saw) or a split of new DATA."""
     cfg = load_config(file=run.config)
     if data is None:
-        trained_on = run.read_meta()["data"]["path"]  # absolute, whatever the working folder was
+        trained_on = _trained_on(run)
         if not Path(trained_on).exists():
             raise RunError(f"{run.path}: the data it was trained on ({trained_on}) is gone; pass DATA to evaluate on")
         ds = load_dataset(replace(cfg, data=trained_on, classes=classes), split_of=run.read_splits())
@@ -64,6 +66,15 @@ def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tu
     return ds, ds.indices(chosen), where
 
 
+def _trained_on(run: RunDir) -> str:
+    """The data the run was trained on: an absolute path, whatever the working folder was."""
+    data = run.read_meta().data
+    if not data or not isinstance(data.get("path"), str):
+        raise RunError(f"{run.meta_path}: says nothing about the data it was trained on (key 'data.path'); "
+                       "pass DATA to evaluate on")
+    return data["path"]
+
+
 def _labels_in_run_classes(ds: Dataset, indices: np.ndarray, classes: list[str]) -> np.ndarray:
     """Map the data's class indices onto the run's; a class the model never saw is an error."""
     unknown = sorted(set(ds.classes) - set(classes))
@@ -73,12 +84,11 @@ def _labels_in_run_classes(ds: Dataset, indices: np.ndarray, classes: list[str])
     return mapping[ds.labels[indices]]
 
 
-def _write_outputs(out: Path, run: RunDir, predictor: Predictor, metrics: dict, y: np.ndarray,
+def _write_outputs(out: EvalDir, run: RunDir, predictor: Predictor, metrics: dict, y: np.ndarray,
                    probs: np.ndarray, positive: int, where: str) -> None:
     classes = predictor.classes
-    write_metrics_json(out / "metrics.json", metrics)
-    images = {"Confusion matrix": out / "confusion_matrix.png", "ROC curve": out / "roc.png",
-              "Precision-recall curve": out / "pr.png"}
+    write_metrics_json(out.metrics, metrics)
+    images = {"Confusion matrix": out.confusion_matrix, "ROC curve": out.roc, "Precision-recall curve": out.pr}
     plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), metrics.get("confusion_labels", classes),
                           images["Confusion matrix"])
     threshold = predictor.threshold if len(classes) == 2 else None
@@ -86,8 +96,8 @@ def _write_outputs(out: Path, run: RunDir, predictor: Predictor, metrics: dict, 
     plot_pr(y, probs, classes, images["Precision-recall curve"], positive_index=positive)
     if run.curves.exists():
         images["Training curves"] = run.curves
-    info = {"run": str(run.path), "model id": predictor.model_id, "preset": predictor.meta.get("preset"),
+    info = {"run": str(run.path), "model id": predictor.model_id, "preset": predictor.meta.preset,
             "evaluated on": where, "images": len(y), "classes": ", ".join(classes),
-            "threshold": f"{predictor.threshold:.3f} ({predictor.meta.get('threshold_method')})",
+            "threshold": f"{predictor.threshold:.3f} ({predictor.meta.threshold_method})",
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_report(out / "report.html", f"ultrasonic evaluation: {run.path.name}", metrics, images, info)
+    write_report(out.report, f"ultrasonic evaluation: {run.path.name}", metrics, images, info)

@@ -323,7 +323,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         return lines
     lines = [_metric_line(name, metrics["overall"][name]) for name in OVERALL_RATES]
     for name, per in metrics["per_class"].items():
-        rates = "  ".join(f"{rate} {_fmt(per[rate]['value'])}" for rate in ("sensitivity", "specificity", "f1"))
+        rates = "  ".join(f"{rate} {format_metric(per[rate]['value'])}" for rate in ("sensitivity", "specificity", "f1"))
         lines.append(f"{name}: {rates}")
     return lines
 
@@ -339,15 +339,16 @@ def _binary_summary(block: dict[str, Any], positive_class: str) -> list[str]:
 def _metric_line(name: str, entry: dict[str, Any]) -> str:
     lo, hi = entry["ci95"]
     if _is_missing(lo) or _is_missing(hi):
-        return f"{name} {_fmt(entry['value'])}"
-    return f"{name} {_fmt(entry['value'])} (95% CI {_fmt(lo)}-{_fmt(hi)})"
+        return f"{name} {format_metric(entry['value'])}"
+    return f"{name} {format_metric(entry['value'])} (95% CI {format_metric(lo)}-{format_metric(hi)})"
 
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _fmt(value: Any) -> str:
+def format_metric(value: Any) -> str:
+    """A metric value with three decimals, as every report, figure and summary line shows it; nan/null -> n/a."""
     return "n/a" if _is_missing(value) else f"{value:.3f}"
 
 

@@ -25,6 +25,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from ultrasonic.atomic import atomic_path  # noqa: E402
 from ultrasonic.errors import DataError  # noqa: E402
+from ultrasonic.evaluation.metrics import format_metric  # noqa: E402
 
 DPI = 120
 PANEL_SIZE = (4.5, 3.5)  # inches per subplot
@@ -162,7 +163,7 @@ def plot_roc(
         ax = axes[0, 0]
         for name, y_k, p_k in curves:
             fpr, tpr, _ = roc_curve(y_k, p_k)
-            ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(y_k, p_k):.3f})")
+            ax.plot(fpr, tpr, label=f"{name} (AUC = {format_metric(roc_auc_score(y_k, p_k))})")
             if threshold is not None and len(classes) == 2:
                 pred = p_k >= threshold
                 point = (np.mean(pred[y_k == 0]), np.mean(pred[y_k == 1]))
@@ -182,7 +183,7 @@ def plot_pr(
         ax = axes[0, 0]
         for name, y_k, p_k in curves:
             precision, recall, _ = precision_recall_curve(y_k, p_k)
-            ax.plot(recall, precision, label=f"{name} (AP = {average_precision_score(y_k, p_k):.3f})")
+            ax.plot(recall, precision, label=f"{name} (AP = {format_metric(average_precision_score(y_k, p_k))})")
         if len(classes) == 2:
             # A classifier that guesses has precision equal to the share of positives.
             prevalence = float(np.mean(curves[0][1]))

@@ -13,14 +13,13 @@ HTML-escaped.
 from __future__ import annotations
 
 import base64
-import math
 from html import escape
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ultrasonic.atomic import write_text
 from ultrasonic.errors import UltrasonicError
-from ultrasonic.evaluation.metrics import BINARY_RATES, CONFUSION_COUNTS, OVERALL_RATES, PER_CLASS_RATES
+from ultrasonic.evaluation.metrics import BINARY_RATES, CONFUSION_COUNTS, OVERALL_RATES, PER_CLASS_RATES, format_metric
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
@@ -70,18 +69,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table>\n<tr>{head}</tr>\n{body}</table>"
 
 
-def _num(value: Any) -> str:
-    """A metric value with three decimals; nan or null (undefined) shows as n/a."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.3f}"
-
-
 def _value_cells(entry: Mapping[str, Any]) -> list[str]:
     """[value, CI] cells for one {"value", "ci95"} entry."""
     lo, hi = entry["ci95"]
-    ci = "n/a" if _num(lo) == "n/a" or _num(hi) == "n/a" else f"{_num(lo)} &ndash; {_num(hi)}"
-    return [_num(entry["value"]), f'<span class="ci">{ci}</span>']
+    lo, hi = format_metric(lo), format_metric(hi)
+    ci = "n/a" if "n/a" in (lo, hi) else f"{lo} &ndash; {hi}"
+    return [format_metric(entry["value"]), f'<span class="ci">{ci}</span>']
 
 
 def _matrix_table(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> str:

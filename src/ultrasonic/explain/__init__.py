@@ -3,6 +3,6 @@
 
 from ultrasonic.lazy import lazy_exports
 
-__all__ = ["gradcam", "explain_files", "overlay_png"]
-__getattr__, __dir__ = lazy_exports(__name__, {"gradcam": ".gradcam", "explain_files": ".gradcam",
-                                                "overlay_png": ".overlay"})
+# the function gradcam is ultrasonic.explain.gradcam.gradcam: a name here must not be a module's name too
+__all__ = ["explain_files", "overlay_png"]
+__getattr__, __dir__ = lazy_exports(__name__, {"explain_files": ".gradcam", "overlay_png": ".overlay"})

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ultrasonic.atomic import write_bytes
 from ultrasonic.data.files import expand_paths
-from ultrasonic.errors import BadImageError, RunError, UltrasonicError
+from ultrasonic.errors import RunError, UltrasonicError
 from ultrasonic.explain.gradients import conv_output_and_grad
 from ultrasonic.explain.overlay import overlay_png
 
@@ -159,7 +159,7 @@ def explain_files(predictor, paths: Iterable[str | os.PathLike], out_dir: str | 
 
 def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str | None) -> list[dict]:
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:  # decoders run in C, as in predict
-        decoded = list(pool.map(lambda name: _try_read(predictor, name), chunk))
+        decoded = list(pool.map(predictor.try_read, chunk))
     good = [i for i, x in enumerate(decoded) if not isinstance(x, str)]
     rows: list[dict] = [{"file": name, "error": x} for name, x in zip(chunk, decoded)]
     if not good:
@@ -176,13 +176,6 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
             write_bytes(targets[i], overlay_png(decoded[i], heat, caption))
             rows[i]["cam"] = str(targets[i])
     return rows
-
-
-def _try_read(predictor, path: str) -> np.ndarray | str:
-    try:
-        return predictor.read(path)
-    except BadImageError as exc:
-        return exc.problem
 
 
 def _cam_names(files: list[Path]) -> list[str]:

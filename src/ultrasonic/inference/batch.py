@@ -54,7 +54,7 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[str | os.PathLike], out
     from tqdm import tqdm
 
     out = Path(out)
-    header = ["file", "class", *[f"p_{c}" for c in predictor.classes], "threshold", "error"]
+    header = csv_header(predictor.classes)
     done = _resume(out, header) if resume else _start(out, header)
     files = (f for f in iter_paths(paths, shard) if not _contains(done, str(f)))
     written = errors = 0
@@ -63,7 +63,7 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[str | os.PathLike], out
         if not out.stat().st_size:
             sink.write(_csv_line(header))
         for rows in predictor.iter_files(files, batch_size):
-            sink.write("".join(_csv_line(_csv_row(r, predictor.classes)) for r in rows))
+            sink.write("".join(_csv_line(csv_row(r, predictor.classes)) for r in rows))
             sink.flush()  # a kill loses at most the batch being predicted
             written += len(rows)
             errors += sum("error" in r for r in rows)
@@ -127,11 +127,17 @@ def _contains(keys: np.ndarray, name: str) -> bool:
     return bool(i < len(keys) and keys[i] == key)
 
 
-def _csv_row(row: dict, classes: list[str]) -> list:
+def csv_header(classes: list[str], cam: bool = False) -> list[str]:
+    """The columns of every prediction CSV: file, class, p_<class>..., threshold, error (and cam)."""
+    return ["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", *(["cam"] if cam else [])]
+
+
+def csv_row(row: dict, classes: list[str], cam: bool = False) -> list:
+    """One prediction row (Predictor.rows, or an unreadable file's {"file", "error"}) under csv_header."""
     probs = row.get("probabilities", {})
     threshold = row.get("threshold")
     return [row["file"], row.get("class", ""), *[probs.get(c, "") for c in classes],
-            "" if threshold is None else threshold, row.get("error", "")]
+            "" if threshold is None else threshold, row.get("error", ""), *([row.get("cam", "")] if cam else [])]
 
 
 def _csv_line(values: list) -> str:

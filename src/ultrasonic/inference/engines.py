@@ -5,7 +5,7 @@ probabilities. The ONNX engine imports neither Keras nor TensorFlow, so a
 deployment that predicts through it needs only numpy, Pillow and
 onnxruntime at run time.
 
-    engine = open_engine("runs/cxr", meta, "onnx")
+    engine = open_engine("runs/cxr", RunDir("runs/cxr").read_meta(), "onnx")
     probs = engine.predict(images_uint8, batch_size=64)
 """
 
@@ -20,31 +20,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ultrasonic.errors import RunError
+from ultrasonic.errors import MissingExtraError, RunError
+from ultrasonic.rundir import CARRIED, ENGINES, RunDir, RunMeta  # noqa: F401  (ENGINES: importable from here)
 
 if TYPE_CHECKING:
     import keras
 
-ENGINES = ("keras", "onnx")
-ONNX_FILE = "model.onnx"
-SAVEDMODEL_DIR = "savedmodel"
-# What travels with an exported model: in the ONNX metadata_props (values JSON-encoded) and the sidecar JSON.
-CARRIED = ("model_id", "task", "classes", "positive_class", "threshold", "image_size", "channels")
 
-
-def sidecar_path(exported: str | Path) -> Path:
-    """model.onnx -> model.onnx.json; savedmodel/ -> savedmodel.json (beside the folder)."""
-    exported = Path(exported)
-    return exported.with_name(exported.name + ".json")
-
-
-def open_engine(run_dir: str | Path, meta: dict, engine: str = "keras"):
-    """The engine named `engine` for the run in `run_dir` (whose meta.json is `meta`)."""
-    if engine == "keras":
-        return KerasEngine(Path(run_dir) / "model.keras")
-    if engine == "onnx":
-        return OnnxEngine(Path(run_dir) / ONNX_FILE, meta["model_id"])
-    raise RunError(f"engine {engine!r} is not one of {ENGINES}")
+def open_engine(run_dir: str | Path, meta: RunMeta, engine: str = "keras"):
+    """The engine named `engine` (one of ENGINES) for the run in `run_dir`, whose meta.json is `meta`."""
+    path = RunDir(run_dir).model_file(engine)  # RunError for an unknown engine
+    return KerasEngine(path) if engine == "keras" else OnnxEngine(path, meta.model_id)
 
 
 class KerasEngine:
@@ -68,8 +54,7 @@ class OnnxEngine:
         try:
             import onnxruntime
         except ImportError as exc:
-            raise RunError("engine 'onnx' needs ONNX Runtime: pip install 'ultrasonic[onnx]' "
-                           "(or pip install onnxruntime)") from exc
+            raise MissingExtraError("onnx", "engine 'onnx'", "onnxruntime") from exc
         if not path.is_file():
             raise RunError(f"{path}: not found; make it with `ultrasonic export {path.parent}` first")
         options = onnxruntime.SessionOptions()
@@ -93,7 +78,7 @@ class OnnxEngine:
         out = [self.session.run(None, {self.input_name: images[k:k + batch_size]})[0]
                for k in range(0, len(images), batch_size)]
         probs = np.concatenate(out) if out else np.zeros((0, self.session.get_outputs()[0].shape[-1]), "float32")
-        return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
+        return two_columns(probs)
 
 
 def load_model(path: str | Path) -> keras.Model:
@@ -145,4 +130,9 @@ def predict_array(model: keras.Model, images: np.ndarray, indices: np.ndarray | 
         padded = np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
         out.append(np.asarray(model.predict_on_batch(padded))[:len(batch)])
     probs = np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype="float32")
+    return two_columns(probs)
+
+
+def two_columns(probs: np.ndarray) -> np.ndarray:
+    """(N, K) class probabilities: one sigmoid unit (N, 1), p of classes[1], becomes [1 - p, p]."""
     return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs

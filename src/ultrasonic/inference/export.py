@@ -30,9 +30,8 @@ import numpy as np
 
 from ultrasonic import __version__
 from ultrasonic.atomic import atomic_path, write_json
-from ultrasonic.errors import RunError
-from ultrasonic.inference.engines import CARRIED, ONNX_FILE, SAVEDMODEL_DIR, sidecar_path
-from ultrasonic.rundir import RunDir
+from ultrasonic.errors import MissingExtraError, RunError
+from ultrasonic.rundir import RunDir, sidecar_path
 
 log = logging.getLogger("ultrasonic")
 
@@ -45,7 +44,7 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
         raise RunError(f"export format {format!r} is not one of {FORMATS}")
     run = RunDir(run_dir)
     meta = run.read_meta()
-    out = Path(out) if out else run.path / (ONNX_FILE if format == "onnx" else SAVEDMODEL_DIR)
+    out = Path(out) if out else (run.onnx if format == "onnx" else run.savedmodel)
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -53,15 +52,15 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
     from ultrasonic.inference.engines import load_model
 
     model = load_model(run.model)
-    height, width = meta["image_size"]
-    model(np.zeros((1, height, width, meta["channels"]), dtype=np.uint8))  # export refuses a never-called model
-    info = carried(meta)
+    height, width = meta.image_size
+    model(np.zeros((1, height, width, meta.channels), dtype=np.uint8))  # export refuses a never-called model
+    info = meta.carried()
     if format == "onnx":
         _export_onnx(model, out, info)
     else:
         _export_savedmodel(model, out)
     write_json(sidecar_path(out), {**info, "format": format, "file": out.name, "ultrasonic": __version__,
-                                   "input": {"dtype": "uint8", "shape": [None, height, width, meta["channels"]],
+                                   "input": {"dtype": "uint8", "shape": [None, height, width, meta.channels],
                                              "note": "raw pixels 0-255; the model normalises itself"},
                                    "output": "class probabilities (N, K); one sigmoid unit (N, 1) for two "
                                              "classes, p of classes[1]"})
@@ -69,14 +68,10 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
     return out
 
 
-def carried(meta: dict) -> dict:
-    """The metadata an exported model takes with it."""
-    return {key: meta.get(key) for key in CARRIED}
-
-
 def _export_onnx(model, out: Path, info: dict) -> None:
-    if importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("onnx") is None:
-        raise RunError("ONNX export needs tf2onnx and onnx: pip install 'ultrasonic[onnx]'")
+    for module in ("tf2onnx", "onnx"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError("onnx", "ONNX export", module)
     import onnx
 
     with atomic_path(out) as tmp, warnings.catch_warnings():

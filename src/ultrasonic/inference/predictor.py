@@ -23,7 +23,7 @@ from ultrasonic.data.files import iter_paths
 from ultrasonic.data.io import MAX_PIXELS, read_image
 from ultrasonic.errors import BadImageError, DataError, RunError
 from ultrasonic.inference.engines import open_engine
-from ultrasonic.rundir import RunDir
+from ultrasonic.rundir import RunDir, RunMeta
 
 if TYPE_CHECKING:
     import keras
@@ -36,14 +36,14 @@ class Predictor:
 
     def __init__(self, run_dir: str | os.PathLike, max_pixels: int = MAX_PIXELS, engine: str = "keras"):
         self.run = RunDir(run_dir)
-        self.meta = self.run.read_meta()
+        self.meta: RunMeta = self.run.read_meta()
         self.engine = open_engine(self.run.path, self.meta, engine)  # "keras" or "onnx" (engines.py)
-        self.classes: list[str] = self.meta["classes"]
-        self.threshold: float = float(self.meta["threshold"])
-        self.image_size: tuple[int, int] = tuple(self.meta["image_size"])
-        self.channels: int = int(self.meta["channels"])
-        self.positive_class: str | None = self.meta.get("positive_class")
-        self.model_id: str = self.meta["model_id"]
+        self.classes: list[str] = self.meta.classes
+        self.threshold: float = float(self.meta.threshold)
+        self.image_size: tuple[int, int] = self.meta.image_size
+        self.channels: int = self.meta.channels
+        self.positive_class: str | None = self.meta.positive_class
+        self.model_id: str = self.meta.model_id
         self.max_pixels = max_pixels
 
     @property
@@ -97,7 +97,7 @@ class Predictor:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = deque()
             for chunk in _chunks(files, batch_size):
-                pending.append((chunk, [pool.submit(self._try_read, name) for name in chunk]))
+                pending.append((chunk, [pool.submit(self.try_read, name) for name in chunk]))
                 if len(pending) > prefetch:
                     yield self._predict_chunk(*pending.popleft())
             while pending:
@@ -111,7 +111,7 @@ class Predictor:
         by_name = {r["file"]: r for r in rows}
         return [by_name.get(name) or {"file": name, "error": errors[name]} for name in chunk]
 
-    def _try_read(self, path: str) -> np.ndarray | str:
+    def try_read(self, path: str) -> np.ndarray | str:
         """The decoded image, or the problem (a string) that makes it unreadable."""
         try:
             return self.read(path)

@@ -12,10 +12,11 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from ultrasonic.errors import ConfigError
+from ultrasonic.errors import ConfigError, MissingExtraError, ServerStartError
+from ultrasonic.serve.local import LocalServer
 from ultrasonic.serve.settings import ServeSettings
 
-__all__ = ["ServeSettings", "serve"]
+__all__ = ["ServeSettings", "serve", "LocalServer", "ServerStartError"]
 
 log = logging.getLogger("ultrasonic")
 
@@ -27,9 +28,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
         import uvicorn
 
         from ultrasonic.serve.app import create_app
-    except ImportError as exc:
-        raise ConfigError(f"the service needs FastAPI and uvicorn ({exc}); install them with "
-                          "pip install 'ultrasonic[serve]'") from exc
+    except ImportError as exc:  # exc.name: fastapi, uvicorn or python-multipart, all in the extra
+        raise MissingExtraError("serve", "`ultrasonic serve`", exc.name or "fastapi") from exc
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     app = create_app(run_dir, settings)

@@ -23,12 +23,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 
 from ultrasonic import __version__
-from ultrasonic.errors import BadImageError, ConfigError, ImageTooLargeError, UltrasonicError
+from ultrasonic.errors import BadImageError, ConfigError, ImageTooLargeError, UltrasonicError, UploadTooLargeError
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.cams import CamStore
 from ultrasonic.serve.guard import RequestGuard
-from ultrasonic.serve.service import PredictionService, UploadTooLargeError
+from ultrasonic.serve.service import PredictionService
 from ultrasonic.serve.settings import ServeSettings
 
 log = logging.getLogger("ultrasonic")
@@ -75,8 +75,8 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
         return {"model_id": predictor.model_id, "classes": predictor.classes,
                 "image_size": list(predictor.image_size), "channels": predictor.channels,
                 "threshold": predictor.threshold if len(predictor.classes) == 2 else None,
-                "positive_class": predictor.positive_class, "task": predictor.meta.get("task"),
-                "created": predictor.meta.get("created"), "engine": predictor.engine.name,
+                "positive_class": predictor.positive_class, "task": predictor.meta.task,
+                "created": predictor.meta.created, "engine": predictor.engine.name,
                 "metrics": _eval_metrics(predictor)}
 
     @app.post("/predict", summary="Class, probabilities and Grad-CAM of one image (PNG, JPEG, DICOM...)",
@@ -108,7 +108,7 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
 
 def _eval_metrics(predictor: Predictor) -> dict | None:
     """RUN_DIR/eval/metrics.json as `ultrasonic evaluate` left it, or None."""
-    path = predictor.run.eval / "metrics.json"
+    path = predictor.run.evaluation.metrics
     try:
         # NaN/Infinity (a metric undefined on this test set) become null: strict JSON, as clients expect.
         return json.loads(path.read_text(), parse_constant=lambda _: None)

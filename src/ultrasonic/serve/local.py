@@ -10,6 +10,7 @@ it with SIGTERM (uvicorn shuts down cleanly), killing it if it hangs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -17,11 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ultrasonic.errors import UltrasonicError
-
-
-class ServerStartError(UltrasonicError):
-    """The server exited or did not answer /health in time; the message ends with its log."""
+from ultrasonic.errors import MissingExtraError, ServerStartError
 
 
 def free_port() -> int:
@@ -33,6 +30,8 @@ def free_port() -> int:
 class LocalServer:
     def __init__(self, run_dir: str | os.PathLike, log_path: str | os.PathLike, *args: str,
                  start_timeout: float = 120.0):
+        if importlib.util.find_spec("httpx") is None:  # it asks /health with httpx
+            raise MissingExtraError("dev", "LocalServer", "httpx")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)

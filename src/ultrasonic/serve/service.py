@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ultrasonic.errors import UltrasonicError
+from ultrasonic.errors import UploadTooLargeError
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.cams import CamStore
@@ -23,10 +23,6 @@ log = logging.getLogger("ultrasonic")
 
 CHUNK = 1024 * 1024
 MAX_NAME = 255
-
-
-class UploadTooLargeError(UltrasonicError):
-    """An upload is over the service's size limit."""
 
 
 class PredictionService:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ultrasonic.errors import ConfigError
+from ultrasonic.rundir import ENGINES, RunDir
 
 MAX_UPLOAD_MB = 32.0
 # Far below read_image's own cap: a service decodes whatever strangers send it.
@@ -38,8 +39,8 @@ class ServeSettings:
             raise ConfigError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
         if self.max_pixels < 1:
             raise ConfigError(f"--max-pixels must be positive, got {self.max_pixels}")
-        if self.engine not in ("keras", "onnx"):
-            raise ConfigError(f"--engine must be keras or onnx, got {self.engine!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.cam_cache < 1:
             raise ConfigError(f"cam_cache must be at least 1, got {self.cam_cache}")
         if self.token is not None and not self.token.strip():
@@ -50,4 +51,4 @@ class ServeSettings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     def db_path(self, run_dir: str | Path) -> Path:
-        return Path(self.db) if self.db else Path(run_dir) / "audit.sqlite"
+        return Path(self.db) if self.db else RunDir(run_dir).audit

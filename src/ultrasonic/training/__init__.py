@@ -3,5 +3,5 @@ checkpoint, backup and resume), and the devices it runs on (devices)."""
 
 from ultrasonic.lazy import lazy_exports
 
-__all__ = ["train", "TrainResult", "planned_epochs"]
+__all__ = ["train", "TrainResult", "planned_epochs", "compile_model"]
 __getattr__, __dir__ = lazy_exports(__name__, {name: ".fit" for name in __all__})

@@ -33,6 +33,7 @@ import keras
 
 from ultrasonic.atomic import atomic_path, write_json, write_text
 from ultrasonic.errors import DataError, RunError
+from ultrasonic.rundir import RunDir
 
 log = logging.getLogger("ultrasonic")
 
@@ -148,7 +149,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, path: Path, monitor: str = "val_loss"):
         super().__init__()
         self.path, self.monitor = Path(path), monitor
-        self.state_path = self.path.parent / "checkpoint.json"
+        self.state_path = RunDir(self.path.parent).checkpoint_state
         self.sign = -1.0 if ("loss" in monitor or "error" in monitor) else 1.0
         self.best = -math.inf
         if self.state_path.exists() and self.path.exists():

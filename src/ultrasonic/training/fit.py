@@ -29,7 +29,7 @@ from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array
 from ultrasonic.models import build_model
-from ultrasonic.rundir import RunDir
+from ultrasonic.rundir import INPUT, RunDir, RunMeta
 from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
 from ultrasonic.training.devices import Replicas, distribution
 
@@ -77,7 +77,7 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
         model = build_model(cfg, len(ds.classes))
         train_batches, val_batches = _batches(cfg, ds, replicas)
         epochs = planned_epochs(cfg, len(train_batches))
-        _compile(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches), epochs=epochs)
+        compile_model(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches), epochs=epochs)
         if not resume:
             clear_backup(run.backup)
         initial_epoch = restore_backup(model, run.backup) if resume else 0
@@ -91,7 +91,7 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
     best = load_model(run.model)
     threshold, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
-    best_epoch = json.loads((run.path / "checkpoint.json").read_text())["epoch"]
+    best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
     run.write_meta(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds))
     plot_history(run.history, run.curves)
     clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
@@ -149,8 +149,9 @@ def planned_epochs(cfg: Config, steps_per_epoch: int) -> int:
     return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch)))
 
 
-def _compile(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int,
-             epochs: int | None = None) -> None:
+def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int,
+                  epochs: int | None = None) -> None:
+    """The optimiser, learning-rate schedule, loss and metrics of cfg, as `train` compiles them."""
     if cfg.lr_schedule == "cosine":
         total = max(1, (epochs or cfg.epochs) * steps_per_epoch)
         warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
@@ -210,28 +211,28 @@ def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[floa
 
 
 def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
-          seconds: float) -> dict:
+          seconds: float) -> RunMeta:
     binary = len(ds.classes) == 2
-    return {
-        "model_id": hashlib.sha256(run.model.read_bytes()).hexdigest()[:16],
-        "task": "binary" if binary else "multiclass",
-        "classes": ds.classes,
-        "positive_class": ds.classes[positive_index(cfg, ds.classes)] if binary else None,
-        "image_size": [cfg.image_size, cfg.image_size],
-        "channels": cfg.channels,
-        "input": "uint8 (N, H, W, C), raw pixels 0-255; the model normalises itself",
-        "threshold": threshold,
-        "threshold_method": "Youden's J on the validation split" if binary else "argmax",
-        "validation": val_metrics,
-        "best_epoch": best_epoch,
-        "train_seconds": round(seconds, 1),
-        "preset": cfg.preset,
-        "data": {"path": ds.catalog.root, "kind": ds.catalog.kind, "fingerprint": ds.fingerprint(),
-                 "counts": ds.report()["counts"]},
-        "backend": keras.backend.backend(),
-        "versions": _versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return RunMeta(
+        model_id=hashlib.sha256(run.model.read_bytes()).hexdigest()[:16],
+        task="binary" if binary else "multiclass",
+        classes=ds.classes,
+        positive_class=ds.classes[positive_index(cfg, ds.classes)] if binary else None,
+        image_size=(cfg.image_size, cfg.image_size),
+        channels=cfg.channels,
+        input=INPUT,
+        threshold=threshold,
+        threshold_method="Youden's J on the validation split" if binary else "argmax",
+        validation=val_metrics,
+        best_epoch=best_epoch,
+        train_seconds=round(seconds, 1),
+        preset=cfg.preset,
+        data={"path": ds.catalog.root, "kind": ds.catalog.kind, "fingerprint": ds.fingerprint(),
+              "counts": ds.report()["counts"]},
+        backend=keras.backend.backend(),
+        versions=_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _versions() -> dict:
