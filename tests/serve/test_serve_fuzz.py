@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from live_server import LiveServer
-from test_fuzz_read_image import SEEDS, mutated  # the read_image fuzz's seeds and mutations, not a copy
+
+# tests/data, where the read_image fuzz lives, is on sys.path only once pytest has collected it: this file
+# must import it in any order, and alone
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from test_fuzz_read_image import SEEDS, mutated  # noqa: E402  (its seeds and mutations, not a copy)
 
 httpx = pytest.importorskip("httpx", reason="the service tests need httpx (pip install -e '.[dev]')")
 pytest.importorskip("fastapi", reason="the service needs the serve extra (pip install -e '.[serve]')")
