@@ -9,12 +9,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The demo trains: Keras on TensorFlow (the core alone has no backend; see README "Install").
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[tensorflow]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,jax,serve,onnx]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,jax,serve,onnx]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
@@ -24,10 +25,11 @@ dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/ultrasonic demo
 
-# Everything under TensorFlow (the default backend), then the end-to-end tests again under JAX.
+# Everything under TensorFlow (the default backend), then the end-to-end tests again under JAX,
+# except the slow ones (several trainings each, e.g. the pointing games): once is enough for those.
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "e2e and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

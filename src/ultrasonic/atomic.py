@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ultrasonic.pause import pause_at
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)
@@ -43,6 +45,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         _fsync_file(tmp_path)
+        pause_at(f"write {path.name}")  # test-only: a kill with the whole file written, not yet in place
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:

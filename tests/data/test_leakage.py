@@ -129,6 +129,7 @@ def test_drop_duplicates_takes_the_train_copy_out_and_reports_it(leaky, tmp_path
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a training whose subject is the data, not the backend: once, under TensorFlow
 def test_allow_leakage_trains_with_a_warning(leaky, tmp_path):
     out = tmp_path / "run"
     assert main(train_args(leaky, out, tmp_path, "--allow-leakage")) == 0

@@ -88,6 +88,7 @@ def test_model_beats_chance_on_held_out_test_split(trained):
     assert saved["n"] == sum(1 for line in open(trained[0].run_dir / "splits.csv") if ",test," in line)
 
 
+@pytest.mark.slow  # the cache, not the backend: once, under TensorFlow
 def test_second_train_decodes_nothing(trained, folder_data, tmp_path, caplog):
     from ultrasonic import train
 

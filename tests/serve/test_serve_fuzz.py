@@ -6,8 +6,9 @@ DICOM files with flipped bytes, cuts, insertions and spliced headers (the
 mutations of tests/test_fuzz_read_image.py, which fuzzes read_image itself),
 odd file names, and multipart framing that is itself damaged. The property
 of each answer: 200 with the full prediction row for exactly the bytes sent,
-or a 4xx with a JSON {"detail": "..."}. At the end the server is still up,
-logged no traceback, and its audit log holds one row per 200 and no other.
+or a 4xx with a JSON {"detail": "..."}. At the end (the server fixture's
+teardown, so in any test order) the server is still up, logged no traceback,
+and its audit log holds one row per 200 and no other.
 
 Bounded for CI (about 150 examples, derandomised, so CI sees the same inputs
 every time); ULTRASONIC_SERVE_FUZZ_EXAMPLES scales it for a longer hunt.
@@ -17,13 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from live_server import LiveServer
-from test_fuzz_read_image import SEEDS, mutated  # the read_image fuzz's seeds and mutations, not a copy
+
+# tests/data, where the read_image fuzz lives, is on sys.path only once pytest has collected it: this file
+# must import it in any order, and alone
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from test_fuzz_read_image import SEEDS, mutated  # noqa: E402  (its seeds and mutations, not a copy)
 
 httpx = pytest.importorskip("httpx", reason="the service tests need httpx (pip install -e '.[dev]')")
 pytest.importorskip("fastapi", reason="the service needs the serve extra (pip install -e '.[serve]')")
@@ -57,13 +64,36 @@ def spliced(draw) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
-    """One server for the whole module (default limits), with a fresh audit log."""
+    """One server for the whole module (default limits), with a fresh audit log.
+
+    After the module's last test, whichever it is, the fixture checks what the fuzz left
+    (check_server_after_the_fuzz); a failure there is reported as an error of that test.
+    """
     folder = tmp_path_factory.mktemp("serve_fuzz")
     live = LiveServer(tiny_run, folder / "server.log", "--db", str(folder / "audit.sqlite"))
     live.answered_200 = []  # ids of the predictions the fuzz got; checked against the audit log at the end
     live.classes = httpx.get(live.url + "/model").json()["classes"]
     yield live
-    live.stop()
+    try:
+        check_server_after_the_fuzz(live)
+    finally:
+        live.stop()
+
+
+def check_server_after_the_fuzz(server) -> None:
+    """The fuzz left a healthy server, no traceback in its log, and one audit row per 200 and no other."""
+    assert server.process.poll() is None, server.log()
+    assert httpx.get(server.url + "/health", timeout=30).json()["status"] == "ok"
+    logged, total = [], None
+    while total is None or len(logged) < total:
+        page = httpx.get(server.url + "/predictions", params={"limit": 1000, "offset": len(logged)}, timeout=30)
+        total = int(page.headers["x-total-count"])
+        logged += [row["id"] for row in page.json()]
+        if not page.json():
+            break
+    assert total == len(server.answered_200) and sorted(logged) == sorted(server.answered_200)
+    log = server.log()
+    assert "Traceback" not in log and " 500 " not in log, log[-5000:]
 
 
 def check_answer(server, reply: httpx.Response, sent: bytes | None) -> None:
@@ -141,18 +171,3 @@ def test_text_in_the_file_field_is_a_422_saying_what_to_send(server):
         reply = httpx.post(server.url + "/predict", timeout=60, **request)
         assert reply.status_code == 422 and "holds text, not a file" in reply.json()["detail"], reply.text
 
-
-def test_the_server_is_still_up_and_logged_each_prediction_once(server):
-    """Runs last in this file: the fuzz left a healthy server, no traceback, one audit row per 200."""
-    assert server.process.poll() is None, server.log()
-    assert httpx.get(server.url + "/health", timeout=30).json()["status"] == "ok"
-    logged, total = [], None
-    while total is None or len(logged) < total:
-        page = httpx.get(server.url + "/predictions", params={"limit": 1000, "offset": len(logged)}, timeout=30)
-        total = int(page.headers["x-total-count"])
-        logged += [row["id"] for row in page.json()]
-        if not page.json():
-            break
-    assert total == len(server.answered_200) and sorted(logged) == sorted(server.answered_200)
-    log = server.log()
-    assert "Traceback" not in log and " 500 " not in log, log[-5000:]

@@ -1,9 +1,12 @@
 """Interruptions: `kill -9` of `ultrasonic train` at any point, then `--resume`, loses nothing.
 
 The end-to-end test kills a real `ultrasonic train` process twice, at moments
-found by watching its run directory (no hook in the product code):
-1. while model.keras is being written (its temporary `.model.*.tmp.keras` exists),
-2. in the middle of an epoch (just after the backup of the previous epoch).
+it holds still for (the test-only hook of ultrasonic/pause.py: the process
+creates a marker file there and waits; the test sees the file and kills it),
+so the kill lands at the same instant on a fast or a loaded machine:
+1. while model.keras is being written (its temporary `.model.*.tmp.keras` is
+   complete but not yet renamed over model.keras),
+2. in the middle of an epoch (batch 2 of epoch 1, after the backup of epoch 0).
 The third, resumed run must finish the planned epochs with one history row
 per epoch and a loadable best model. The unit tests below pin the pieces.
 """
@@ -30,10 +33,11 @@ from ultrasonic.data.cache import load_images
 from ultrasonic.data.sources import open_data
 from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.errors import RunError
+from ultrasonic.pause import pause_at, pause_callbacks
 from ultrasonic.training.callbacks import HistoryCSV, TrainingBackup, read_history, restore_backup
 
 EPOCHS = 3
-POLL_S = 0.001
+PAUSE_TIMEOUT_S = 600  # a TensorFlow start-up, data loading and an epoch on 2 busy cores
 
 
 # --- the end-to-end kill test -------------------------------------------------------------------
@@ -53,32 +57,30 @@ def train_args(data: Path, out: Path, cache: Path, settings: Path, *extra: str) 
             "--image-size", "64", "--batch-size", "16", "--cache-dir", str(cache), "--no-tensorboard", *extra]
 
 
-def start_train(*args) -> subprocess.Popen:
-    """`ultrasonic train ...` as its own process, output to RUN-<n>.stderr beside the run directory."""
+def kill_at(moment: str, *args, timeout: float = PAUSE_TIMEOUT_S) -> None:
+    """Run `ultrasonic train ...` as its own process until it holds still at `moment`, then SIGKILL it.
+
+    The process creates a marker file there and waits (ultrasonic/pause.py), so the
+    kill lands exactly at `moment`. Its output goes to RUN-<n>.stderr beside the run directory.
+    """
     out = Path(args[1])
-    command = [sys.executable, "-m", "ultrasonic.cli", *train_args(*args)]
-    with open(out.parent / f"{out.name}-{len(list(out.parent.glob('*.stderr')))}.stderr", "w") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-
-
-def kill_when(process: subprocess.Popen, condition, delay: float = 0.0, timeout: float = 240) -> float:
-    """SIGKILL the process `delay` seconds after condition() first holds; fail if it ends before."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    name = f"{out.name}-{len(list(out.parent.glob('*.stderr')))}"
+    marker = out.parent / f"{name}.paused"
+    env = {**os.environ, "ULTRASONIC_TEST_PAUSE_AT": moment, "ULTRASONIC_TEST_PAUSE_FILE": str(marker)}
+    with open(out.parent / f"{name}.stderr", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "ultrasonic.cli", *train_args(*args)],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
         if process.poll() is not None:
-            pytest.fail(f"train ended (status {process.returncode}) before the moment to kill it came")
-        if condition():
-            time.sleep(delay)
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return time.monotonic() - start
-        time.sleep(POLL_S)
-    process.kill()
-    pytest.fail("timed out waiting for the moment to kill train")
-
-
-def model_being_written(run: Path):
-    return lambda: any(p.name.startswith(".model.") and p.name.endswith(".tmp.keras") for p in run.iterdir())
+            pytest.fail(f"train ended (status {process.returncode}) before it reached {moment!r}: "
+                        f"{(out.parent / f'{name}.stderr').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"train did not reach {moment!r} within {timeout} s")
+        time.sleep(0.05)  # only how soon the test notices: the process waits for the kill
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def epochs_backed_up(run: Path) -> int:
@@ -101,14 +103,14 @@ def test_kill_during_checkpoint_write_and_mid_epoch_then_resume_finishes(tmp_pat
     run.mkdir()
 
     # 1. a fresh run, killed while its first best model is being written
-    kill_when(start_train(data, run, cache, settings), model_being_written(run))
+    kill_at("write model.keras", data, run, cache, settings)
     assert history_epochs(run) == [0]  # the row of epoch 0 was written before the checkpoint
     assert not (run / "model.keras").exists()  # only the temporary file: nothing half-written to trust
+    assert list(run.glob(".model.*.tmp.keras"))  # ... which the kill left behind
     assert epochs_backed_up(run) == 0
 
     # 2. resumed (epoch 0 again: it never reached its backup), killed in the middle of epoch 1
-    process = start_train(data, run, cache, settings, "--resume")
-    kill_when(process, lambda: epochs_backed_up(run) >= 1, delay=0.25)
+    kill_at("epoch 1 batch 2", data, run, cache, settings, "--resume")
     assert epochs_backed_up(run) == 1  # epoch 1 had started (epoch 0 backed up) and not finished
     assert history_epochs(run) == [0]  # no duplicate row for the re-run epoch 0
     assert (run / "model.keras").is_file()
@@ -172,6 +174,19 @@ def test_backup_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
     (tmp_path / "state.json").write_text("{half")
     with pytest.raises(RunError, match="unreadable backup state"):
         restore_backup(tiny_model(), tmp_path)
+
+
+def test_pause_hook_does_nothing_unless_a_test_names_that_moment(monkeypatch, tmp_path):
+    marker = tmp_path / "paused"
+    monkeypatch.delenv("ULTRASONIC_TEST_PAUSE_AT", raising=False)
+    pause_at("write model.keras")
+    assert pause_callbacks() == []  # a real run carries no extra callback
+    monkeypatch.setenv("ULTRASONIC_TEST_PAUSE_AT", "epoch 1 batch 2")
+    monkeypatch.setenv("ULTRASONIC_TEST_PAUSE_FILE", str(marker))
+    pause_at("epoch 1 batch 1")
+    pause_at("write model.keras")
+    assert not marker.exists()
+    assert len(pause_callbacks()) == 1
 
 
 def test_leftover_temporary_files_are_removed(tmp_path):

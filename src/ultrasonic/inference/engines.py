@@ -83,8 +83,9 @@ class OnnxEngine:
 
 def load_model(path: str | Path) -> keras.Model:
     """Load a .keras file with safe_mode=True: code inside a model file (Lambda) is refused."""
-    import keras
+    from ultrasonic.backend import require_keras
 
+    keras = require_keras("the .keras model")
     import ultrasonic.models.build  # noqa: F401  (registers the project's layers before any model is loaded)
 
     path = Path(path)

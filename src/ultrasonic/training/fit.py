@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import keras
+from ultrasonic.backend import require_keras
+
+keras = require_keras("training")  # first: without a backend one error naming the extra, not the imports below
+
 import numpy as np
 
 from ultrasonic import __version__
@@ -29,6 +32,7 @@ from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array
 from ultrasonic.models import build_model
+from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
 from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
 from ultrasonic.training.devices import Replicas, distribution
@@ -190,7 +194,7 @@ def _callbacks(cfg: Config, run: RunDir, start: float) -> list[keras.callbacks.C
                                                            min_lr=cfg.min_learning_rate))
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0))
-    return callbacks + [TrainingBackup(run.backup)]
+    return callbacks + [TrainingBackup(run.backup)] + pause_callbacks()  # [] outside the interruption test
 
 
 def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, dict]:
