@@ -92,8 +92,8 @@ def test_training_without_a_backend_is_one_error_naming_the_extra(tmp_path, bloc
                    env={"KERAS_BACKEND": backend})
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines() == [
-        f"error: training needs Keras and its {backend} backend, but {missing!r} is not installed: "
-        f"pip install 'ultrasonic[{extra}]'; predicting with --engine onnx needs neither"]
+        f"error: training (Keras with its {backend} backend) needs the optional package {missing!r}, which is not "
+        f"installed; install it with: pip install 'ultrasonic[{extra}]'; predicting with --engine onnx needs neither"]
 
 
 def test_the_keras_engine_without_keras_names_the_extra(onnx_run):

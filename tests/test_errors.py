@@ -41,12 +41,13 @@ def test_the_onnx_engine_without_onnxruntime(monkeypatch, tmp_path):
 
 
 def test_the_jax_backend_without_jax(monkeypatch):
-    from ultrasonic.training.devices import prepare_backend
+    from ultrasonic.backend import require_keras
 
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    monkeypatch.setitem(sys.modules, "jax", None)
-    with pytest.raises(MissingExtraError, match=r"KERAS_BACKEND=jax needs .*'jax'.*ultrasonic\[jax\]"):
-        prepare_backend("1")
+    monkeypatch.delitem(sys.modules, "keras", raising=False)
+    monkeypatch.setitem(sys.modules, "keras", None)  # what Keras' import does when jax is missing: ImportError
+    with pytest.raises(MissingExtraError, match=r"training \(Keras with its jax backend\) needs .*ultrasonic\[jax\]"):
+        require_keras("training")
 
 
 def test_the_cli_prints_it_as_one_line(monkeypatch, tmp_path, capsys):

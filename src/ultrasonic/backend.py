@@ -12,21 +12,22 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from ultrasonic.errors import ConfigError
+from ultrasonic.errors import ConfigError, MissingExtraError
+
+ONNX_HINT = "; predicting with --engine onnx needs neither"
 
 
 def require_keras(purpose: str) -> ModuleType:
-    """Import Keras with its backend; without them a ConfigError that says what to install."""
+    """Import Keras with its backend; without them a MissingExtraError that names the extra to install."""
     try:
         import keras
     except ImportError as exc:
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        raise ConfigError(f"{purpose} needs Keras and its {backend} backend, but {exc.name or 'keras'!r} is not "
-                          f"installed: {_install_hint(backend)}; predicting with --engine onnx needs neither") from None
+        missing = exc.name or "keras"
+        if backend in ("tensorflow", "jax"):
+            raise MissingExtraError(backend, f"{purpose} (Keras with its {backend} backend)", missing,
+                                    ONNX_HINT) from exc
+        raise ConfigError(f"{purpose} needs Keras and its {backend} backend, but {missing!r} is not installed: "
+                          f"install {backend} and keras, or unset KERAS_BACKEND and "
+                          f"pip install 'ultrasonic[tensorflow]'{ONNX_HINT}") from exc
     return keras
-
-
-def _install_hint(backend: str) -> str:
-    if backend in ("tensorflow", "jax"):
-        return f"pip install 'ultrasonic[{backend}]'"
-    return f"install {backend} and keras, or unset KERAS_BACKEND and pip install 'ultrasonic[tensorflow]'"

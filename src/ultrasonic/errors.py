@@ -36,11 +36,11 @@ class MissingExtraError(UltrasonicError):
         raise MissingExtraError("serve", "`ultrasonic serve`", "fastapi")
     """
 
-    def __init__(self, extra: str, feature: str, module: str):
+    def __init__(self, extra: str, feature: str, module: str, hint: str = ""):
         self.extra = extra
         self.module = module
         super().__init__(f"{feature} needs the optional package {module!r}, which is not installed; "
-                         f"install it with: pip install 'ultrasonic[{extra}]'")
+                         f"install it with: pip install 'ultrasonic[{extra}]'{hint}")
 
 
 class UploadTooLargeError(UltrasonicError):

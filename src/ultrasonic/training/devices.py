@@ -20,14 +20,13 @@ host; `prepare_backend` then calls `keras.distribution.initialize()`.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from ultrasonic.errors import ConfigError, MissingExtraError
+from ultrasonic.errors import ConfigError
 
 log = logging.getLogger("ultrasonic")
 
@@ -63,10 +62,8 @@ def prepare_backend(setting: str | int) -> None:
     expected_dtype"), and oneDNN is chosen once, at import; so it is switched
     off for any multi-device run. It only affects CPU kernels.
     JAX on several hosts: join the cluster described by the environment.
-    KERAS_BACKEND=jax without JAX installed: say which extra brings it (Keras' own error names no package).
+    (KERAS_BACKEND=jax without JAX installed is backend.require_keras's error, at the first Keras import.)
     """
-    if os.environ.get("KERAS_BACKEND") == "jax" and importlib.util.find_spec("jax") is None:
-        raise MissingExtraError("jax", "KERAS_BACKEND=jax", "jax")
     if parse_devices(setting) == 1:
         return
     if "tensorflow" not in sys.modules:
