@@ -76,7 +76,7 @@ def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -
     from ultrasonic.data.batches import ArrayBatches, encode_labels
     from ultrasonic.data.cache import load_images
     from ultrasonic.data.sources import open_data
-    from ultrasonic.models import build_model
+    from ultrasonic.models import build_model, training_model
     from ultrasonic.training.fit import _compile
 
     overrides = {"image_size": SIZE, "batch_size": batch_size, "cache_dir": str(folder.parent / "cache")}
@@ -85,7 +85,7 @@ def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -
     cfg = load_config(preset="seed", overrides=overrides)
     catalog = open_data(str(folder), cache_dir=cfg.cache_dir)
     images = load_images(catalog, SIZE, 3, cfg.cache_dir).images  # memory-mapped, as in training
-    model = build_model(cfg, 2)
+    model = training_model(build_model(cfg, 2), cfg)  # as `train` fits it: the augmentation in front
     _compile(model, cfg, 2, steps_per_epoch=steps)
     batches = ArrayBatches(images, encode_labels(catalog.labels, 2), np.arange(len(images)), batch_size,
                            shuffle=True)
