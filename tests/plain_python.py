@@ -35,7 +35,7 @@ def plain_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def run_plain(python: Path, code: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -I -c code args...` in `cwd`, without PYTHONPATH."""
-    return subprocess.run([str(python), "-I", "-c", code, *args], capture_output=True, text=True, cwd=cwd,
+def run_plain(python: Path, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -I args...` (e.g. "-c", code, ...) in `cwd`, without PYTHONPATH."""
+    return subprocess.run([str(python), "-I", *args], capture_output=True, text=True, cwd=cwd,
                           env=plain_env(), timeout=timeout)

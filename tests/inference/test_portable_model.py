@@ -66,16 +66,16 @@ def _values(config, key: str) -> list:
 
 def predict_in_plain_keras(python: Path, run: Path, images: np.ndarray, folder: Path) -> np.ndarray:
     np.save(folder / "images.npy", images)
-    done = run_plain(python, PLAIN_KERAS, str(run / "model.keras"), str(folder / "images.npy"),
+    done = run_plain(python, "-c", PLAIN_KERAS, str(run / "model.keras"), str(folder / "images.npy"),
                      str(folder / "probs.npy"), cwd=folder)
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(folder / "probs.npy")
 
 
 def test_the_plain_python_cannot_import_ultrasonic(python, tmp_path):
-    done = run_plain(python, "import ultrasonic", cwd=tmp_path)
+    done = run_plain(python, "-c", "import ultrasonic", cwd=tmp_path)
     assert done.returncode != 0 and "No module named 'ultrasonic'" in done.stderr
-    assert run_plain(python, "import keras, PIL, onnxruntime", cwd=tmp_path).returncode == 0
+    assert run_plain(python, "-c", "import keras, PIL, onnxruntime", cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("preset, channels", [("default", 1), ("seed", 3), ("seed", 1)])
