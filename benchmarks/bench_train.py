@@ -74,7 +74,7 @@ def bench_seed(folder: Path, steps: int) -> float:
 def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -> float:
     from ultrasonic import load_config
     from ultrasonic.data import ArrayBatches, encode_labels, load_images, open_data
-    from ultrasonic.models import build_model
+    from ultrasonic.models import build_model, training_model
     from ultrasonic.training import compile_model
 
     overrides = {"image_size": SIZE, "batch_size": batch_size, "cache_dir": str(folder.parent / "cache")}
@@ -83,7 +83,7 @@ def bench_ultrasonic(folder: Path, steps: int, batch_size: int, augment: bool) -
     cfg = load_config(preset="seed", overrides=overrides)
     catalog = open_data(str(folder), cache_dir=cfg.cache_dir)
     images = load_images(catalog, SIZE, 3, cfg.cache_dir).images  # memory-mapped, as in training
-    model = build_model(cfg, 2)
+    model = training_model(build_model(cfg, 2), cfg)  # as `train` fits it: the augmentation in front
     compile_model(model, cfg, 2, steps_per_epoch=steps)
     batches = ArrayBatches(images, encode_labels(catalog.labels, 2), np.arange(len(images)), batch_size,
                            shuffle=True)

@@ -26,10 +26,10 @@ from common import write_json  # noqa: E402
 
 def build(preset: str, size: int):
     from ultrasonic import load_config
-    from ultrasonic.models import build_model
+    from ultrasonic.models import build_model, training_model
 
     cfg = load_config(preset=preset, overrides={"image_size": size})
-    return build_model(cfg, 2), cfg
+    return training_model(build_model(cfg, 2), cfg), cfg  # as `train` fits it: the augmentation in front
 
 
 def train_rate(preset: str, images: int, size: int, batch: int, steps: int) -> dict:

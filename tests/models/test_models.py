@@ -8,7 +8,8 @@ import pytest
 
 from ultrasonic.models.augment import RandomAffine
 from ultrasonic.config import load_config
-from ultrasonic.models import build_model
+from ultrasonic.models import build_model, training_model
+from ultrasonic.models.preprocess import VGGPreprocess, vgg_preprocess
 from ultrasonic.inference.engines import load_model
 
 
@@ -26,7 +27,7 @@ def test_seed_network_is_the_origin_layer_for_layer():
         assert conv.kernel_size == (3, 3)
     norms = [l for l in model.layers if isinstance(l, keras.layers.LayerNormalization) and l.name.startswith("norm")]
     assert len(norms) == 5 and all(n.axis in (1, [1]) for n in norms)  # axis=1, verbatim
-    dense = [l.units for l in model.layers if isinstance(l, keras.layers.Dense)]
+    dense = [l.units for l in model.layers if isinstance(l, keras.layers.Dense) and l.name != "preprocess"]
     assert dense == [128, 64, 1]
     assert model.layers[-1].activation.__name__ == "sigmoid"
     assert model.input.dtype == "uint8"
@@ -48,8 +49,36 @@ def test_vgg_preprocessing_is_bgr_minus_imagenet_means():
     assert np.allclose(out[0, 0, 0], [0 - 103.939, 0 - 116.779, 10 - 123.68], atol=1e-4)
 
 
+def test_vgg_preprocessing_layers_compute_exactly_what_the_old_custom_layer_did():
+    rng = np.random.default_rng(5)
+    for channels in (3, 1):
+        layer = vgg_preprocess(channels)
+        assert type(layer).__module__.startswith("keras.")
+        pixels = rng.integers(0, 256, (2, 9, 9, channels)).astype("uint8")
+        augmented = rng.uniform(0, 255, (2, 9, 9, channels)).astype("float32")  # what training feeds it
+        for x in (pixels, augmented):
+            expected = np.asarray(VGGPreprocess()(x.astype("float32")))
+            assert np.array_equal(np.asarray(layer(x)), expected)
+
+
+def test_delivered_network_has_no_augmentation_and_the_training_model_shares_its_weights():
+    cfg = load_config(overrides={"image_size": 32, "width": 8})
+    network = build_model(cfg, 2)
+    model = training_model(network, cfg)
+    assert "augment" not in [l.name for l in network.layers]
+    assert [l.name for l in model.layers][:3] == ["image", "augment", "preprocess"]
+    assert network.input.dtype == model.input.dtype == "uint8"
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype("uint8")
+    assert np.array_equal(np.asarray(model(x, training=False)), np.asarray(network(x, training=False)))
+    bias = network.get_layer("probability").bias
+    bias.assign(bias.numpy() + 1.0)  # a change to the network is a change to the training model
+    assert np.array_equal(np.asarray(model(x, training=False)), np.asarray(network(x, training=False)))
+    assert {id(v) for v in network.weights} == {id(v) for v in model.weights}
+
+
 def test_augmentation_only_in_training_and_identity_at_inference():
-    model = build_model(load_config(overrides={"image_size": 32}), 2)
+    cfg = load_config(overrides={"image_size": 32})
+    model = training_model(build_model(cfg, 2), cfg)
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype("uint8")
     assert np.allclose(model(x, training=False), model(x, training=False))
     aug = model.get_layer("augment")
@@ -121,3 +150,14 @@ def test_colour_batches_warp_every_channel():
     per_channel = [np.asarray(RandomAffine(rotation=20, seed=3)(rgb[..., c:c + 1], training=True)) for c in range(3)]
     assert np.allclose(out, np.concatenate(per_channel, axis=-1), atol=1e-4)
     assert not np.allclose(out[..., 0], out[..., 1])
+
+
+def test_a_model_saved_with_the_earlier_custom_layers_still_loads(tmp_path):
+    """Run directories from before the delivered network was built-ins only hold RandomAffine and VGGPreprocess."""
+    inputs = keras.Input((16, 16, 3), dtype="uint8")
+    x = VGGPreprocess(name="preprocess")(RandomAffine(rotation=20, seed=1, name="augment")(inputs))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
+    old = keras.Model(inputs, outputs)
+    old.save(tmp_path / "old.keras")
+    x = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
+    assert np.array_equal(np.asarray(load_model(tmp_path / "old.keras")(x)), np.asarray(old(x)))

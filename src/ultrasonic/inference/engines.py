@@ -86,7 +86,9 @@ def load_model(path: str | Path) -> keras.Model:
     from ultrasonic.backend import require_keras
 
     keras = require_keras("the .keras model")
-    import ultrasonic.models.build  # noqa: F401  (registers the project's layers before any model is loaded)
+    # registers RandomAffine and VGGPreprocess, which model files saved before the delivered network held
+    # built-in layers only still name; a current model.keras needs no ultrasonic to load
+    import ultrasonic.models.build  # noqa: F401
 
     path = Path(path)
     if not path.exists():

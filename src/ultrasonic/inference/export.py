@@ -6,7 +6,9 @@
 The exported model takes the same raw uint8 images (N, H, W, C) as the .keras
 file: preprocessing is inside it. Classes, threshold, positive class, image
 size, channels and model_id travel with it, in a sidecar JSON beside it and,
-for ONNX, in the model's own metadata_props (values JSON-encoded).
+for ONNX, in the model's own metadata_props (values JSON-encoded), with the
+input contract: how to make that uint8 tensor from a file exactly as
+ultrasonic does (contract.py). The ONNX output is named `probabilities`.
 
 Both formats are made by TensorFlow (tf2onnx for ONNX). Under another backend
 the export runs in a TensorFlow subprocess: the .keras file is the same under
@@ -31,6 +33,7 @@ import numpy as np
 from ultrasonic import __version__
 from ultrasonic.atomic import atomic_path, write_json
 from ultrasonic.errors import MissingExtraError, RunError
+from ultrasonic.inference.contract import OUTPUT_NAME, input_contract
 from ultrasonic.rundir import RunDir, sidecar_path
 
 log = logging.getLogger("ultrasonic")
@@ -55,11 +58,15 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
     height, width = meta.image_size
     model(np.zeros((1, height, width, meta.channels), dtype=np.uint8))  # export refuses a never-called model
     info = meta.carried()
+    # the decoding rules hold for both formats; the tensor names are ONNX's (a SavedModel has its signature's)
+    names = (model.inputs[0].name, OUTPUT_NAME) if format == "onnx" else (None, None)
+    contract = input_contract(meta, *names)
     if format == "onnx":
-        _export_onnx(model, out, info)
+        _export_onnx(model, out, {**info, "input_contract": contract})
     else:
         _export_savedmodel(model, out)
     write_json(sidecar_path(out), {**info, "format": format, "file": out.name, "ultrasonic": __version__,
+                                   "input_contract": contract,
                                    "input": {"dtype": "uint8", "shape": [None, height, width, meta.channels],
                                              "note": "raw pixels 0-255; the model normalises itself"},
                                    "output": "class probabilities (N, K); one sigmoid unit (N, 1) for two "
@@ -78,10 +85,29 @@ def _export_onnx(model, out: Path, info: dict) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx touches np.object
         model.export(str(tmp), format="onnx", verbose=False)
         proto = onnx.load(str(tmp))
+        _rename(proto.graph, proto.graph.input[0], info["input_contract"]["tensor"]["name"])
+        _rename(proto.graph, proto.graph.output[0], OUTPUT_NAME)
         for key, value in info.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)
         onnx.save(proto, str(tmp))
+
+
+def _rename(graph, value, name: str) -> None:
+    """Give a graph input or output the name the contract promises (tf2onnx names outputs after a
+    TensorFlow op, e.g. 'Identity:0'), and every node that reads or writes it."""
+    old = value.name
+    if old == name:
+        return
+    if any(name in (*node.input, *node.output) for node in graph.node):
+        raise RunError(f"export: the ONNX graph already has a tensor named {name!r}; cannot rename {old!r} to it")
+    for node in graph.node:
+        node.output[:] = [name if x == old else x for x in node.output]
+        node.input[:] = [name if x == old else x for x in node.input]
+    for info in graph.value_info:
+        if info.name == old:
+            info.name = name
+    value.name = name
 
 
 def _export_savedmodel(model, out: Path) -> None:

@@ -5,7 +5,7 @@ The last two let a killed `ultrasonic train` continue with `--resume`.
 At the end of every epoch, in this order:
 1. HistoryCSV rewrites history.csv atomically with one row per epoch; a row
    for an epoch that is run again (after a kill) replaces the old one.
-2. BestCheckpoint saves model.keras when the monitor improves.
+2. BestCheckpoint saves model.keras (the inference network) when the monitor improves.
 3. TrainingBackup saves weights + optimizer state to backup/epoch-NNNN.weights.h5,
    then backup/state.json naming that file, both atomically.
 
@@ -144,11 +144,16 @@ def clear_backup(folder: str | Path) -> None:
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save the model when `monitor` improves: atomically, remembering the best across resumes."""
+    """Save the model when `monitor` improves: atomically, remembering the best across resumes.
 
-    def __init__(self, path: Path, monitor: str = "val_loss"):
+    `network` is what is saved: the inference network whose layers the fitted
+    training model shares (models/build.py), so the file holds no augmentation;
+    None saves the fitted model itself.
+    """
+
+    def __init__(self, path: Path, monitor: str = "val_loss", network: keras.Model | None = None):
         super().__init__()
-        self.path, self.monitor = Path(path), monitor
+        self.path, self.monitor, self.network = Path(path), monitor, network
         self.state_path = RunDir(self.path.parent).checkpoint_state
         self.sign = -1.0 if ("loss" in monitor or "error" in monitor) else 1.0
         self.best = -math.inf
@@ -163,5 +168,5 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.sign * value > self.best:
             self.best = self.sign * value
             with atomic_path(self.path) as tmp:
-                self.model.save(tmp)
+                (self.network or self.model).save(tmp)
             write_json(self.state_path, {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1})

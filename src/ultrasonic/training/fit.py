@@ -31,7 +31,7 @@ from ultrasonic.errors import DataError
 from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array
-from ultrasonic.models import build_model
+from ultrasonic.models import build_model, training_model
 from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
 from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
@@ -78,7 +78,8 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
     save_config(cfg, run.config)
     run.write_splits(ds.catalog.refs, ds.labels, ds.classes, ds.split, ds.patients)
     with distribution(cfg.devices, cfg.batch_size) as replicas:  # build, compile and fit on those devices
-        model = build_model(cfg, len(ds.classes))
+        network = build_model(cfg, len(ds.classes))  # what model.keras holds
+        model = training_model(network, cfg)  # the same layers behind the augmentation: fitted and backed up
         train_batches, val_batches = _batches(cfg, ds, replicas)
         epochs = planned_epochs(cfg, len(train_batches))
         compile_model(model, cfg, len(ds.classes), steps_per_epoch=len(train_batches), epochs=epochs)
@@ -91,7 +92,7 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
         # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
         # the batches with Python's global `random`, which differs between one device and several.
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, run, start), verbose=fit_verbose(cfg.verbose), shuffle=False)
+                  callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
     best = load_model(run.model)
     threshold, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
@@ -176,16 +177,17 @@ def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epo
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
-def _callbacks(cfg: Config, run: RunDir, start: float) -> list[keras.callbacks.Callback]:
+def _callbacks(cfg: Config, run: RunDir, start: float,
+               network: keras.Model) -> list[keras.callbacks.Callback]:
     """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume.
 
-    Order matters for a kill between two of them (see resume.py): the history
+    Order matters for a kill between two of them (see training/callbacks.py): the history
     row and the checkpoint of an epoch are written before its backup, so a
     resumed run redoes that epoch and replaces them rather than missing them.
     """
     callbacks = [
         HistoryCSV(run.history, start),
-        BestCheckpoint(run.model, monitor=cfg.monitor),
+        BestCheckpoint(run.model, monitor=cfg.monitor, network=network),
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
     ]
     if cfg.lr_schedule == "plateau":
