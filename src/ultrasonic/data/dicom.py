@@ -56,9 +56,20 @@ EXPLICIT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW
 
 def read_dicom(data: bytes, label: str, max_pixels: int, notes: list[str] | None = None) -> Image.Image:
     """Decode the first frame of a DICOM image to an 8-bit 'L' or 'RGB' image; notes are appended to `notes`."""
+    try:
+        return _read_dicom(data, label, max_pixels, notes)
+    except (BadImageError, MemoryError):
+        raise
+    except Exception as exc:  # a malformed header pydicom accepted and then trips over: still this file's error
+        raise BadImageError(label, f"malformed DICOM file ({type(exc).__name__}: {_one_line(exc)}); "
+                                   "export it again") from exc
+
+
+def _read_dicom(data: bytes, label: str, max_pixels: int, notes: list[str] | None) -> Image.Image:
     ds = _parse(data, label)
     _check_is_picture(ds, label)
-    _check_has_pixels(ds, label)
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        _refuse_without_pixels(_parse(data, label, stop_before_pixels=True), label)
     numbers = _header_numbers(ds, label)
     _check_size(numbers, label, max_pixels)
     frames = numbers.get("NumberOfFrames", 1)
@@ -99,14 +110,14 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _parse(data: bytes, label: str):
+def _parse(data: bytes, label: str, stop_before_pixels: bool = False):
     """The data set; a file without the preamble gets its transfer syntax from its encoding."""
     import pydicom
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
     try:  # pydicom warns about odd but readable headers: read_image keeps those warnings as notes
-        ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels)
     except MemoryError:
         raise
     except Exception as exc:  # pydicom raises many types for malformed files
@@ -120,12 +131,9 @@ def _parse(data: bytes, label: str):
 
 def _check_is_picture(ds, label: str) -> None:
     """Refuse a SOP class pydicom knows that is not an image (a mask, a dose grid, a report...), by its name."""
-    from pydicom.uid import UID
-
-    sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-    if not sop:
+    uid = _sop_class(ds)
+    if uid is None:
         return
-    uid = UID(str(sop))
     name = uid.name
     if name == str(uid) or "Image Storage" in name or name in PICTURE_CLASSES or uid.type != "SOP Class":
         return  # unknown or private: judged by its pixel data
@@ -133,14 +141,23 @@ def _check_is_picture(ds, label: str) -> None:
                                "give the image files it refers to instead")
 
 
-def _check_has_pixels(ds, label: str) -> None:
-    if any(k in ds for k in PIXEL_KEYWORDS):
-        return
-    if "Rows" in ds or "BitsAllocated" in ds:  # the header of an image whose pixels are missing
-        syntax = ds.file_meta.TransferSyntaxUID
-        what = COMPRESSED_HINT if syntax.is_compressed else "truncated file"
-        raise BadImageError(label, f"{what}: the DICOM header describes an image but the file ends before "
-                                   "its pixel data; copy or export the file again")
+def _sop_class(ds):
+    """The SOP class UID from the data set, else from the file meta (which survives a cut header)."""
+    from pydicom.uid import UID
+
+    sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+    return UID(str(sop)) if sop else None
+
+
+def _refuse_without_pixels(header, label: str) -> None:
+    """No pixel data: a truncated image (pydicom drops the whole data set when encapsulated pixel data
+    ends early, so the header is read again without the pixels) or an object without pixels."""
+    _check_is_picture(header, label)
+    sop = _sop_class(header)
+    if "Rows" in header or "BitsAllocated" in header or (sop is not None and "Image Storage" in sop.name):
+        what = COMPRESSED_HINT if _is_compressed(header.file_meta.TransferSyntaxUID) else "truncated file"
+        raise BadImageError(label, f"{what}: the DICOM header describes an image but its pixel data is "
+                                   "missing or cut short; copy or export the file again")
     raise BadImageError(label, "DICOM file has no pixel data: it holds no image "
                                "(a report, DICOMDIR or presentation state?); give the image file instead")
 
@@ -214,9 +231,27 @@ def _decode_first_frame(ds, label: str) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as exc:  # decoders raise many types for corrupt or truncated data
-        what = f"{COMPRESSED_HINT}: " if uid.is_compressed else ""
+        what = f"{COMPRESSED_HINT}: " if _is_compressed(uid) else ""
         raise BadImageError(label, f"{what}DICOM pixel data could not be decoded with {syntax} "
                                    f"({type(exc).__name__}: {_one_line(exc)})") from exc
+
+
+def _is_compressed(uid) -> bool:
+    try:
+        return bool(uid.is_compressed)
+    except ValueError:  # not a transfer syntax at all
+        return False
+
+
+def _little_endian(ds) -> bool:
+    """The byte order the data set was read in (the transfer syntax's when pydicom did not say)."""
+    little = ds.original_encoding[1]
+    if little is None:
+        try:
+            little = ds.file_meta.TransferSyntaxUID.is_little_endian
+        except ValueError:
+            little = True
+    return bool(little)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -291,30 +326,43 @@ def _color_to_uint8(frame: np.ndarray, numbers: dict[str, int]) -> np.ndarray:
 
 
 def _palette_to_rgb(frame: np.ndarray, ds, label: str) -> np.ndarray:
-    """Through the palette, scaled by the range its entries use.
+    """Through the palette, read in the file's byte order and scaled by the range its entries use.
 
-    The LUT descriptor's third value says 8 or 16 bits per entry, but writers
-    put 8-bit colours (0-255) into 16-bit tables often enough; scaling those by
-    65535 gives an almost black image. The tables themselves say which it is.
+    pydicom (3.0) reads plain 16-bit palette tables as little-endian whatever the
+    file says, so a big-endian file comes out byte-swapped (colours in the high
+    byte turn almost black); here the tables are read in the file's own order.
+    The descriptor says 16 bits per entry, but writers put 8-bit colours (0-255)
+    into 16-bit tables often enough: the largest entry tells which it is.
     """
-    from pydicom.pixels import apply_color_lut
-
     try:
-        rgb = apply_color_lut(frame, ds)
+        luts = _palette_tables(ds)
+        if luts is None:  # segmented tables: pydicom expands those in the right byte order
+            from pydicom.pixels import apply_color_lut
+
+            rgb = apply_color_lut(frame, ds)[..., :3]
+        else:
+            first = int(ds.RedPaletteColorLookupTableDescriptor[1])
+            index = np.clip(frame.astype(np.int64) - first, 0, len(luts[0]) - 1)
+            rgb = np.stack([lut[index] for lut in luts], axis=-1)
     except MemoryError:
         raise
     except Exception as exc:
         raise BadImageError(label, f"DICOM palette colour lookup table is unusable ({_one_line(exc)})") from exc
-    if not np.issubdtype(rgb.dtype, np.integer):
-        return unit_to_uint8(rgb)
-    return unit_to_uint8(rgb / (255 if _palette_top(ds, apply_color_lut) <= 255 else 65535))
+    top = 255 if rgb.dtype == np.uint8 or int(rgb.max(initial=0)) <= 255 else 65535
+    return unit_to_uint8(rgb.astype(np.float64) / top)
 
 
-def _palette_top(ds, apply_color_lut) -> int:
-    """The largest colour any entry of the palette gives, as pydicom reads the tables (65535 if unreadable)."""
-    try:
-        descriptor = ds.RedPaletteColorLookupTableDescriptor
-        entries, first = int(descriptor[0]) or 65536, int(descriptor[1])
-        return int(np.max(apply_color_lut(np.arange(first, first + entries), ds)))
-    except Exception:  # e.g. a segmented palette: keep the descriptor's own depth
-        return 65535
+def _palette_tables(ds) -> list[np.ndarray] | None:
+    """The red, green and blue tables as integers (None for segmented tables)."""
+    if "RedPaletteColorLookupTableData" not in ds:
+        return None
+    entries = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 2 ** 16
+    order = "<" if _little_endian(ds) else ">"
+    luts = []
+    for colour in ("Red", "Green", "Blue"):
+        raw = bytes(ds[f"{colour}PaletteColorLookupTableData"].value)
+        width = 2 if len(raw) >= 2 * entries else 1
+        luts.append(np.frombuffer(raw[: entries * width], dtype=f"{order}u{width}").astype(np.int64))
+    if len({len(lut) for lut in luts}) != 1 or not len(luts[0]):
+        raise ValueError("the red, green and blue tables differ in length or are empty")
+    return luts

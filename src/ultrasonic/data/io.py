@@ -46,7 +46,7 @@ log = logging.getLogger("ultrasonic")
 # 20000 x 20000 grey fits (400 MB); beyond this is treated as a decompression bomb.
 MAX_PIXELS = 500_000_000
 # Modes of more than 8 bits per sample: scaled to 0-255 by their own range.
-DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32", "F")
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 MULTI_FRAME_KINDS = {"GIF": "animated GIF", "WEBP": "animated WebP", "PNG": "animated PNG (APNG)",
                      "MPO": "multi-picture JPEG (MPO)", "JPEG": "multi-picture JPEG (MPO)"}
 

@@ -49,8 +49,7 @@ def check_contrast(array: np.ndarray, label: str, min_dynamic_range: int = MIN_D
         return
     span = dynamic_range(array)
     if span < min_dynamic_range:
-        what = "a single colour" if span == 0 and array.ndim == 3 and array.shape[2] == 3 else \
-            "a single grey level" if span == 0 else f"a brightness range of only {span} grey levels"
+        what = "every pixel has the same value" if span == 0 else f"a brightness range of only {span} grey levels"
         raise UnusableImageError(label, f"{PROBLEM}: {what} (min_dynamic_range {min_dynamic_range}, of 255); "
                                         "set min_dynamic_range=0 to read it anyway")
 
