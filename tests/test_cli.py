@@ -59,7 +59,7 @@ def two_class_folder(root):
 
     for k, name in enumerate(("a", "b")):
         (root / name).mkdir(parents=True)
-        Image.new("L", (32, 32), 99 * k).save(root / name / "x.png")
+        Image.linear_gradient("L").resize((32, 32)).rotate(90 * k).save(root / name / "x.png")  # not blank
     return root
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import yaml
 
+from ultrasonic.data.quality import MIN_DYNAMIC_RANGE, MIN_IMAGE_SIDE
 from ultrasonic.errors import ConfigError
 from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS, compact_filters, norm_groups
 from ultrasonic.training.devices import parse_devices
@@ -163,6 +164,12 @@ class Config:
     on_bad_image: str = setting("skip", ("skip", "fail"), "skip unreadable images (listed) or stop", flag=True)
     max_bad_fraction: float = setting(0.05, "[0, 1]", "stop if more images than this are unreadable "
                                                       "(0.05 = 5 %)", flag=True)
+    # images that decode but hold nothing to classify (data/quality.py says why these defaults)
+    min_image_side: int = setting(MIN_IMAGE_SIDE, "[0, inf)", "images with a shorter side are 'blank or too "
+                                                              "small to classify'; 0: no check", unit=" pixels")
+    min_dynamic_range: int = setting(MIN_DYNAMIC_RANGE, "[0, 255]", "images whose brightest minus darkest value "
+                                                                    "(of 255) is lower are 'blank or too small "
+                                                                    "to classify'; 0: no check")
     # the same image (content) or patient in two splits stops the run unless allowed
     allow_leakage: bool = setting(False, help="train even if an image or patient is in two splits", flag=True)
     drop_duplicates: bool = setting(False, help="take train images identical to a val/test image out of "

@@ -26,6 +26,14 @@ class ImageTooLargeError(BadImageError):
     """An image has more pixels than allowed (a possible decompression bomb)."""
 
 
+class UnusableImageError(BadImageError):
+    """An image decodes but holds nothing to classify: one grey level, almost no contrast, or a few pixels.
+
+    The problem text starts with "blank or too small to classify"; the limits are the
+    settings min_image_side and min_dynamic_range (0 turns each check off).
+    """
+
+
 class RunError(UltrasonicError):
     """A run directory is missing, incomplete or from an incompatible version."""
 

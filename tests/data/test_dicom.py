@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000, SecondaryCaptureImageStorage, generate_uid
 
 from ultrasonic.data.dicom import looks_like_dicom
-from ultrasonic.data.io import read_image
-from ultrasonic.errors import BadImageError
+from ultrasonic.data.io import read_image, read_image_with_notes
+from ultrasonic.errors import BadImageError, UnusableImageError
 from shared_data import SHARED_DATA
 
 DICOM_DIR = SHARED_DATA / "dicom"
@@ -50,8 +50,8 @@ def make_dicom(pixels: np.ndarray, photometric: str = "MONOCHROME2", preamble: b
 
 
 def ramp16() -> np.ndarray:
-    """Stored values 0..1000 in steps of 10 across 101 columns, 4 rows."""
-    return np.tile(np.arange(0, 1001, 10, dtype=np.uint16), (4, 1))
+    """Stored values 0..1000 in steps of 10 across 101 columns, 32 rows (over min_image_side)."""
+    return np.tile(np.arange(0, 1001, 10, dtype=np.uint16), (32, 1))
 
 
 def test_rescale_then_window_maps_onto_0_255_numerically():
@@ -81,13 +81,13 @@ def test_monochrome1_is_inverted():
 
 
 def test_rgb_dicom_keeps_its_colours():
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    rgb[..., 0], rgb[:4, :, 1] = 200, 100
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0], rgb[:16, :, 1] = 200, 100
     out = read_image(make_dicom(rgb, photometric="RGB"), channels=3)
     assert np.array_equal(out, rgb)
 
 
-def test_multi_frame_gives_the_first_frame_with_a_notice(caplog, monkeypatch):
+def test_multi_frame_gives_the_first_frame_with_a_note(caplog, monkeypatch):
     import logging
 
     monkeypatch.setattr(logging.getLogger("ultrasonic"), "propagate", True)  # the CLI's setup may turn it off
@@ -96,10 +96,12 @@ def test_multi_frame_gives_the_first_frame_with_a_notice(caplog, monkeypatch):
     ds.NumberOfFrames, ds.PixelData = 3, frames.tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer)
-    with caplog.at_level("INFO", logger="ultrasonic"):
-        out = read_image(buffer.getvalue(), channels=1, name="cine.dcm")[..., 0]
-    assert np.array_equal(out, read_image(make_dicom(frames[0]), channels=1)[..., 0])
-    assert "cine.dcm: DICOM with 3 frames; using the first" in caplog.text
+    decoded = read_image_with_notes(buffer.getvalue(), channels=1, name="cine.dcm")
+    assert np.array_equal(decoded.image, read_image(make_dicom(frames[0]), channels=1))
+    assert decoded.notes == ("DICOM with 3 frames: only the first is used",)
+    with caplog.at_level("INFO", logger="ultrasonic"):  # read_image logs the note it does not return
+        read_image(buffer.getvalue(), channels=1, name="cine.dcm")
+    assert "cine.dcm: DICOM with 3 frames: only the first is used" in caplog.text
 
 
 def test_dicom_without_pixel_data_names_the_problem():
@@ -136,7 +138,7 @@ def test_pixel_limit_is_checked_from_the_header():
 def test_dicom_without_preamble_is_recognised():
     data = make_dicom(ramp16(), preamble=False)
     assert data[128:132] != b"DICM" and looks_like_dicom(data)
-    assert read_image(data, channels=1).shape == (4, 101, 1)
+    assert read_image(data, channels=1).shape == (32, 101, 1)
 
 
 def test_non_dicom_bytes_are_not_taken_for_dicom():
@@ -192,10 +194,14 @@ def lungs_dark_bone_bright(gray: np.ndarray, margin: float = 30) -> bool:
 @pytest.mark.realdata
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
 def test_every_real_file_decodes(path):
+    tiny = "16x16" in path.name  # decodes, and is refused by default as too small to classify
     for channels in (1, 3):
-        x = read_image(path, size=64, channels=channels)
+        x = read_image(path, size=64, channels=channels, min_image_side=0 if tiny else 24)
         assert x.shape == (64, 64, channels) and x.dtype == np.uint8
         assert x.max() > x.min()  # an image, not a blank
+    if tiny:
+        with pytest.raises(UnusableImageError, match="blank or too small to classify: 16 x 16 px"):
+            read_image(path, size=64)
 
 
 @needs_real

@@ -47,20 +47,20 @@ def dicom_bytes() -> bytes | None:
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.PhotometricInterpretation = "CR", "MONOCHROME2"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 24, 20, 1
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 24, 24, 1
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(24 * 20, dtype=np.uint16) * 8).tobytes()
+    ds.PixelData = (np.arange(24 * 24, dtype=np.uint16) * 7).tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 
 def seeds() -> dict[str, bytes]:
-    """One small valid file per format and odd mode: what the mutations start from."""
+    """One small valid file per format and odd mode: what the mutations start from (24 px: min_image_side)."""
     rng = np.random.default_rng(0)
-    gray = Image.fromarray(rng.integers(0, 256, (24, 20), dtype=np.uint8))
-    rgb = Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8))
-    deep = Image.fromarray((rng.integers(0, 4096, (24, 20))).astype(np.uint16))
+    gray = Image.fromarray(rng.integers(0, 256, (24, 24), dtype=np.uint8))
+    rgb = Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    deep = Image.fromarray((rng.integers(0, 4096, (24, 24))).astype(np.uint16))
     exif = Image.Exif()
     exif[0x0112] = 6
     files = {

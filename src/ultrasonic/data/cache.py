@@ -33,7 +33,7 @@ from ultrasonic.errors import BadImageError
 
 log = logging.getLogger("ultrasonic")
 
-CACHE_FORMAT = 2  # bump when read_image's output changes, to invalidate old entries (2: DICOM decoded)
+CACHE_FORMAT = 3  # bump when read_image's output changes, to invalidate old entries (2: DICOM decoded; 3: palette/LUT shape, blank images refused)
 CHUNK = 32  # images per worker task
 
 

@@ -5,7 +5,8 @@
     list(iter_paths(["scans/"]))         # image files under scans/, sorted, depth first
 
 A visible file without a suffix is an image when its first bytes say DICOM
-(PACS exports often have no suffix). Hidden files are never images.
+(PACS exports often have no suffix). Hidden files are never images. The
+suffixes come from data/formats.py, the list the reader uses too.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ultrasonic.data.dicom import is_dicom_file
+from ultrasonic.data.formats import IMAGE_SUFFIXES
 from ultrasonic.errors import DataError
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 
 
 def is_image_name(path: str | os.PathLike) -> bool:
