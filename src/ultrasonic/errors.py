@@ -26,6 +26,10 @@ class ImageTooLargeError(BadImageError):
     """An image has more pixels than allowed (a possible decompression bomb)."""
 
 
+class UndecodableImageError(BadImageError):
+    """A decoder failed on the file in a way no check foresaw (data/contain.py turns any such exception into this)."""
+
+
 class RunError(UltrasonicError):
     """A run directory is missing, incomplete or from an incompatible version."""
 
