@@ -23,7 +23,7 @@ from ultrasonic.rundir import ENGINES, SPLITS, EvalDir, RunDir
 
 # The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
 # published splits, so that its figures compare with MedMNIST's, and lists the copies (with a warning).
-DEMO_SETTINGS = dict(image_size=64, epochs=6, batch_size=32, allow_leakage=True)
+DEMO_SETTINGS = dict(image_size=64, epochs=6, batch_size=32, allow_leakage=True, drop_duplicates=False)
 
 
 def main(argv: list[str] | None = None) -> int:

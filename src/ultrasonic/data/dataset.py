@@ -117,13 +117,18 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
 
 
 def _drop_train_copies(refs: list[str], split: np.ndarray, leaks: list[dict], notes: list[str]) -> None:
-    """Images identical to a val or test image leave train (split 'dropped'); noted and listed in the report."""
+    """Images identical to a val or test image leave train (split 'dropped'); noted and listed in the report.
+
+    On by default (drop_duplicates): a train copy of an evaluation image can only inflate the scores, and
+    taking it out can never leak; the val/test copy stays, so the evaluation splits are what the data gave.
+    """
     index = {ref: i for i, ref in enumerate(refs)}
     dropped = [ref for leak in leaks if leak["kind"] == "duplicate image" and "train" in leak["files"]
                for ref in leak["files"]["train"]]
     split[[index[ref] for ref in dropped]] = "dropped"
     if dropped:
-        note = (f"drop_duplicates: {len(dropped)} train image(s) identical to a val/test image left train: "
+        note = (f"drop_duplicates: {len(dropped)} train image(s) identical to a val/test image left train "
+                "(listed under 'dropped'; --no-drop-duplicates keeps them): "
                 + ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
         notes.append(note)
         log.warning("data: %s", note)
@@ -138,10 +143,11 @@ def check_leakage(ds: Dataset, cfg: Config) -> None:
                "occur in more than one split")
     lines = describe_leaks(ds.leaks)
     if not cfg.allow_leakage:
+        drop = ("" if cfg.drop_duplicates or not counts["duplicate image"] else
+                "leave out --no-drop-duplicates to take the train copies of val/test images out of train, or ")
         raise DataError(f"{ds.catalog.root}: {summary}, so validation and test scores would be too optimistic:\n  "
                         + "\n  ".join(lines) + "\nremove the copies or move them into one split "
-                        "(or pass --drop-duplicates to take the train copies of val/test images out of train, "
-                        "or --allow-leakage to train anyway)")
+                        f"(or {drop}pass --allow-leakage to train anyway)")
     log.warning("data: leakage allowed: %s; listed in data_report.json", summary)
     for line in lines:
         log.warning("data: leak: %s", line)
