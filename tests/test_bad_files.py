@@ -4,6 +4,9 @@ One folder mixes good synthetic images with every kind of odd or broken file
 a real export contains. Readable odd images must be read correctly, broken
 ones skipped and listed with their reason, hidden files ignored, and every
 structural problem must stop the run before training with one clear line.
+Some files make the decoder itself fail (crashing_decoder.py: ValueError,
+TypeError, KeyError, ... raised inside Pillow): each is that file's reason,
+and the others train; one makes it warn: a note in data_report.json.
 Per-file decoding details are unit-tested in test_io.py; here it is the
 whole pipeline (catalog -> cache -> report -> log -> exit status).
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from crashing_decoder import NOTE, crash_files, crashing_decoder, noted_png
 from PIL import Image
 
 from ultrasonic.cli import main
@@ -27,7 +31,7 @@ from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.errors import DataError
 
 SIZE = 32
-N_GOOD = 160  # 8 bad of 175: under the default max_bad_fraction of 5 %
+N_GOOD = 400  # 17 bad files (8 odd or unusable, 9 decoder crashes) stay under max_bad_fraction (5 %)
 FAST = ["--epochs", "1", "--image-size", str(SIZE), "--batch-size", "16", "--no-tensorboard"]
 SETTINGS = "width: 8\nmin_split_images: 10\nverbose: 0\n"
 
@@ -89,6 +93,7 @@ def odd_readable_files() -> dict[str, bytes]:
         "normal/cmyk.jpg": encode(Image.fromarray(halves(48, 48, 128, 32)).convert("RGB").convert("CMYK"), "JPEG",
                                   quality=95),
         "pneumonia/rotated.jpg": encode(stored, "JPEG", exif=exif, quality=95),
+        "normal/noted.png": noted_png(),
     }
     assert Image.open(io.BytesIO(files["normal/cmyk.jpg"])).mode == "CMYK"
     return files
@@ -108,6 +113,7 @@ READ_CHECKS = {  # file -> (what must hold for its decoded 32 x 32 gray row, des
                         "CMYK converted"),
     "pneumonia/rotated.jpg": (lambda x: x[:12].mean() > 230 and x[-12:].mean() < 25
                               and abs(x[:, :12].mean() - x[:, -12:].mean()) < 25, "EXIF rotation applied"),
+    "normal/noted.png": (lambda x: x.std() > 20, "decoded although the decoder warned (noise kept)"),
 }
 
 
@@ -129,6 +135,8 @@ def broken_files() -> dict[str, tuple[bytes, str]]:
     }
     if HAVE_PYDICOM:
         files["pneumonia/report.dcm"] = (dicom_without_pixels(), "DICOM Basic Text SR Storage object")
+    for k, (name, crash) in enumerate(crash_files().items()):  # the decoder fails on these (any exception)
+        files[f"{('normal', 'pneumonia')[k % 2]}/{name}"] = crash
     return files
 
 
@@ -166,6 +174,13 @@ def write_files(root: Path, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def decoder():
+    """For every test here: the decoder fails on the crash_*.png files and warns on noted.png."""
+    with crashing_decoder():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +288,29 @@ def test_dicom_without_pixel_data_is_skipped_with_reason(trained):
     reasons = {item["file"]: item["reason"] for item in report["unreadable"]}
     assert reasons["pneumonia/report.dcm"].startswith("DICOM Basic Text SR Storage object (1.2.840.10008.5.1.4.1.1.88.11) "
                                                       "is not an image")
+
+
+def test_decoder_failures_are_each_files_reason_in_data_report(corpus, cache, tmp_path):
+    """Without training: the report lists every file the decoder failed on, with the exception, and the note."""
+    import logging
+
+    report_path = tmp_path / "data_report.json"
+    cfg = load_config(overrides=dict(data=str(corpus), cache_dir=str(cache), image_size=SIZE, min_split_images=10))
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)  # our own: the CLI's logger setup may stop propagation to caplog
+    logging.getLogger("ultrasonic").addHandler(handler)
+    try:
+        load_dataset(cfg, report_to=report_path)
+    finally:
+        logging.getLogger("ultrasonic").removeHandler(handler)
+    report = json.loads(report_path.read_text())
+    reasons = {item["file"]: item["reason"] for item in report["unreadable"]}
+    crashes = {name: reason for name, (_, reason) in broken_files().items() if "crash_" in name}
+    assert len(crashes) == 9
+    for name, start in crashes.items():
+        assert reasons[name].startswith(start) and "convert it to PNG" in reasons[name], reasons[name]
+    assert report["file_notes"] == [{"file": "normal/noted.png", "note": NOTE}]
+    assert f"note on normal/noted.png: {NOTE}" in logged.getvalue()
 
 
 # --- policies: fail at the first, too many bad ---------------------------------------------------

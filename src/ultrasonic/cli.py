@@ -23,7 +23,7 @@ from ultrasonic.rundir import ENGINES, SPLITS, EvalDir, RunDir
 
 # The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
 # published splits, so that its figures compare with MedMNIST's, and lists the copies (with a warning).
-DEMO_SETTINGS = dict(image_size=64, epochs=6, batch_size=32, allow_leakage=True)
+DEMO_SETTINGS = dict(image_size=64, epochs=6, batch_size=32, allow_leakage=True, drop_duplicates=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +247,15 @@ def _predict(args) -> int:
     else:
         rows = Predictor(args.run_dir, engine=args.engine).predict_files(args.paths, batch_size=args.batch_size)
     {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
-    return 1 if any("error" in r for r in rows) else 0
+    return _say_errors(rows)
+
+
+def _say_errors(rows: list[dict]) -> int:
+    """The count of unreadable files on stderr (each row already names its problem); exit status 1 if any."""
+    errors = sum("error" in r for r in rows)
+    if errors:
+        print(f"{errors} of {len(rows)} files could not be read; their rows say why", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _predict_to_csv(args, predictor) -> int:
@@ -275,7 +283,7 @@ def _explain(args) -> int:
 
     rows = explain_files(Predictor(args.run_dir), args.paths, args.out, layer=args.layer)
     {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
-    return 1 if any("error" in r for r in rows) else 0
+    return _say_errors(rows)
 
 
 def _serve(args) -> int:
@@ -307,11 +315,12 @@ def _print_table(rows: list[dict]) -> None:
     cam = "  cam" if any("cam" in r for r in rows) else ""
     print(f"{'file':<{width}}  {'class':<12}" + "".join(f"  p({c})"[:14].rjust(14) for c in classes) + cam)
     for r in rows:
+        note = f"  (note: {r['note']})" if "note" in r else ""
         if "error" in r:
-            print(f"{r['file']:<{width}}  ERROR: {r['error']}")
+            print(f"{r['file']:<{width}}  ERROR: {r['error']}{note}")
             continue
         probs = "".join(f"{r['probabilities'][c]:14.4f}" for c in classes)
-        print(f"{r['file']:<{width}}  {r['class']:<12}{probs}" + (f"  {r['cam']}" if "cam" in r else ""))
+        print(f"{r['file']:<{width}}  {r['class']:<12}{probs}" + (f"  {r['cam']}" if "cam" in r else "") + note)
     threshold = next((r.get("threshold") for r in rows if r.get("threshold") is not None), None)
     if threshold is not None:
         print(f"(threshold {threshold:.3f} on p({classes[1] if len(classes) > 1 else ''}))")

@@ -172,8 +172,8 @@ class Config:
                                                                     "to classify'; 0: no check")
     # the same image (content) or patient in two splits stops the run unless allowed
     allow_leakage: bool = setting(False, help="train even if an image or patient is in two splits", flag=True)
-    drop_duplicates: bool = setting(False, help="take train images identical to a val/test image out of "
-                                                "train (listed in data_report.json)", flag=True)
+    drop_duplicates: bool = setting(True, help="take train images identical to a val/test image out of "
+                                               "train (listed in data_report.json; it can never leak)", flag=True)
     # housekeeping
     seed: int = setting(42, "[0, 4294967295]", "random seed of splits, shuffling and augmentation", flag=True)
     cache_dir: str | None = setting(None, help="decoded-image cache", flag=True,

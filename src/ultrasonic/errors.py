@@ -34,6 +34,10 @@ class UnusableImageError(BadImageError):
     """
 
 
+class UndecodableImageError(BadImageError):
+    """A decoder failed on the file in a way no check foresaw (data/contain.py turns any such exception into this)."""
+
+
 class RunError(UltrasonicError):
     """A run directory is missing, incomplete or from an incompatible version."""
 

@@ -95,7 +95,8 @@ def train_args(data: Path, out: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 def test_leaks_stop_train_with_the_list_and_are_reported(leaky, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(train_args(leaky, out, tmp_path))
+    # no test split carved: person7_a stays in train (carving could take it into test: a val/test leak then)
+    code = main(train_args(leaky, out, tmp_path, "--no-drop-duplicates", "--test-fraction", "0"))
     err = capsys.readouterr().err
 
     assert code == 2 and "Traceback" not in err
@@ -104,7 +105,7 @@ def test_leaks_stop_train_with_the_list_and_are_reported(leaky, tmp_path, capsys
            "val: val/pneumonia/copy_of_001.png)" in err
     assert "patient person7 in train and val (train: train/normal/person7_a.png; " \
            "val: val/pneumonia/person7_b.png)" in err
-    assert "--allow-leakage" in err
+    assert "--allow-leakage" in err and "leave out --no-drop-duplicates" in err
     assert not (out / "model.keras").exists()
     leaks = json.loads((out / "data_report.json").read_text())["leaks"]
     assert [(leak["kind"], leak["files"]) for leak in leaks] == [
@@ -114,12 +115,13 @@ def test_leaks_stop_train_with_the_list_and_are_reported(leaky, tmp_path, capsys
     assert leaks[1]["id"] == "person7" and len(leaks[0]["id"]) == 32  # the content hash
 
 
-def test_drop_duplicates_takes_the_train_copy_out_and_reports_it(leaky, tmp_path, capsys):
+def test_train_copies_of_val_images_are_dropped_by_default_and_reported(leaky, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(train_args(leaky, out, tmp_path, "--drop-duplicates"))
+    code = main(train_args(leaky, out, tmp_path))
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err  # the patient leak is not a duplicate: still stops
-    assert "0 image(s) (identical content) and 1 patient(s)" in err
+    assert "0 image(s) (identical content) and 1 patient(s)" in err and "drop-duplicates" not in err.split("error:")[1]
+    assert "drop_duplicates: 1 train image(s) identical to a val/test image left train" in err  # the log says so
     report = json.loads((out / "data_report.json").read_text())
     assert report["dropped"] == ["train/pneumonia/train_001.png"]
     assert [leak["kind"] for leak in report["leaks"]] == ["patient"]
@@ -132,7 +134,7 @@ def test_drop_duplicates_takes_the_train_copy_out_and_reports_it(leaky, tmp_path
 @pytest.mark.slow  # a training whose subject is the data, not the backend: once, under TensorFlow
 def test_allow_leakage_trains_with_a_warning(leaky, tmp_path):
     out = tmp_path / "run"
-    assert main(train_args(leaky, out, tmp_path, "--allow-leakage")) == 0
+    assert main(train_args(leaky, out, tmp_path, "--allow-leakage", "--no-drop-duplicates")) == 0
     assert (out / "model.keras").is_file()
     log = (out / "train.log").read_text()
     assert "WARNING data: leakage allowed: 1 image(s) (identical content) and 1 patient(s)" in log
@@ -176,7 +178,7 @@ def test_pneumoniamnist_duplicates_across_train_and_val_are_found(tmp_path, caps
 
     out = tmp_path / "run"
     code = main(["train", str(PNEUMONIAMNIST), "--out", str(out), "--image-size", "28",
-                 "--cache-dir", str(tmp_path / "cache"), "--no-tensorboard"])
+                 "--cache-dir", str(tmp_path / "cache"), "--no-tensorboard", "--no-drop-duplicates"])
     err = capsys.readouterr().err
     leaks = json.loads((out / "data_report.json").read_text())["leaks"]
     assert code == 2 and "Traceback" not in err
@@ -189,6 +191,26 @@ def test_pneumoniamnist_duplicates_across_train_and_val_are_found(tmp_path, caps
         for ref in leak["files"]["train"] + leak["files"]["val"]:
             split, index = ref.split("/")
             np.testing.assert_array_equal(archive[f"{split}_images"][int(index)], first)
+
+
+@pytest.mark.realdata
+def test_pneumoniamnist_train_copies_are_dropped_by_default_so_it_trains(tmp_path):
+    """The official file no longer stops on its duplicates: the 10 train copies leave train, said in the report."""
+    if not PNEUMONIAMNIST.exists():
+        pytest.skip(f"{PNEUMONIAMNIST} is absent (real data lives in ../shared/data)")
+    archive = np.load(PNEUMONIAMNIST)
+    held_out = {row.tobytes() for row in archive["val_images"]}
+    copies = sorted(i for i, row in enumerate(archive["train_images"]) if row.tobytes() in held_out)
+    cfg = load_config(overrides=dict(data=str(PNEUMONIAMNIST), image_size=28, cache_dir=str(tmp_path / "cache")))
+    assert cfg.drop_duplicates is True  # the default
+    ds = load_dataset(cfg, report_to=tmp_path / "data_report.json")
+    check_leakage(ds, cfg)  # nothing left to stop for
+    report = json.loads((tmp_path / "data_report.json").read_text())
+    assert sorted(int(ref.split("/")[1]) for ref in report["dropped"]) == copies and len(copies) == 10
+    assert report["leaks"] == []
+    assert any(note.startswith("drop_duplicates: 10 train image(s) identical to a val/test image left train")
+               for note in report["notes"])
+    assert set(ds.split[[ds.catalog.refs.index(f"train/{i}") for i in copies]]) == {"dropped"}
 
 
 def test_leakage_settings_are_checked():

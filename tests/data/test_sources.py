@@ -71,6 +71,26 @@ def test_split_folders_give_each_image_its_split(tmp_path, make_class_folders):
     assert catalog.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1]
 
 
+def test_a_held_out_test_folder_alone_is_a_split_folder(tmp_path, make_class_folders):
+    """DATA/test/<class>/... only (a test set usually comes alone): not one class called 'test'."""
+    make_class_folders(tmp_path / "test", {"normal": 2, "pneumonia": 3})
+    catalog = open_data(str(tmp_path))
+    assert catalog.kind == "splits" and catalog.classes == ["normal", "pneumonia"]
+    assert catalog.given_split == ["test"] * 5 and catalog.refs[0] == "test/normal/img000.png"
+
+
+def test_val_and_test_folders_without_train_must_agree_on_classes(tmp_path, make_class_folders):
+    make_class_folders(tmp_path / "val", {"normal": 1, "pneumonia": 1})
+    make_class_folders(tmp_path / "test", {"normal": 1, "effusion": 1}, start=5)
+    with pytest.raises(DataError, match=r"test: its class folders \['effusion', 'normal'\] differ from val's"):
+        open_data(str(tmp_path))
+
+
+def test_a_test_folder_beside_class_folders_is_a_class(tmp_path, make_class_folders):
+    make_class_folders(tmp_path, {"normal": 1, "test": 1})  # not only split folders: class folders, as before
+    assert open_data(str(tmp_path)).classes == ["normal", "test"]
+
+
 def test_split_whose_classes_differ_from_train_is_an_error(tmp_path, make_class_folders):
     make_class_folders(tmp_path / "train", {"a": 1, "b": 1})
     make_class_folders(tmp_path / "val", {"a": 1, "c": 1})
@@ -163,7 +183,13 @@ def test_npz_colour_train_only_with_class_names(tmp_path):
         (dict(train_images=np.zeros((2, 8, 8), np.uint8), train_labels=np.array([0, 1]),
               val_images=np.zeros((1, 8, 8), np.uint8)),
          "has val_images but no val_labels"),
-        (dict(train_images=np.zeros((2, 8, 8), np.uint8)), "needs arrays train_images and train_labels"),
+        (dict(train_images=np.zeros((2, 8, 8), np.uint8)), "has train_images but no train_labels"),
+        (dict(images=np.zeros((2, 8, 8), np.uint8), labels=np.array([0, 1])),
+         r"needs arrays <split>_images and <split>_labels for at least one of train, val, test .*has \['images'"),
+        (dict(train_images=np.zeros((0, 28, 28), np.uint8), train_labels=np.zeros((0, 1), np.uint8)),
+         "holds no images: train_images is empty"),
+        (dict(train_images=np.zeros((2, 8, 8), np.uint8), train_labels=np.zeros((0,), np.uint8)),
+         "train_images has 2 images but train_labels is empty"),
         (dict(train_images=np.zeros((2, 8, 8), np.uint8), train_labels=np.array([0, 0])),
          "every label is 0; a classifier needs at least two classes"),
     ],
@@ -172,6 +198,16 @@ def test_npz_problems_are_data_errors(tmp_path, arrays, message):
     path = _save_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message):
         open_data(path)
+
+
+def test_npz_with_only_test_arrays_or_empty_train_arrays(tmp_path):
+    """A held-out test set alone; or with its train arrays left empty: those are left out, not an error."""
+    test = dict(test_images=np.zeros((3, 8, 8), np.uint8), test_labels=np.array([[0], [1], [1]]))
+    for arrays in (test, {**test, "train_images": np.zeros((0, 8, 8), np.uint8),
+                          "train_labels": np.zeros((0, 1), np.uint8)}):
+        catalog = open_data(_save_npz(tmp_path / "t.npz", **arrays))
+        assert catalog.given_split == ["test"] * 3 and catalog.refs == ["test/0", "test/1", "test/2"]
+        assert catalog.classes == ["0", "1"] and catalog.arrays.shape == (3, 8, 8, 1)
 
 
 def test_npz_with_too_few_class_names_is_an_error(tmp_path):

@@ -135,3 +135,26 @@ def test_a_copy_joins_two_patients_into_one_group():
     groups, how = _groups(refs, r"^(person\d+)", [], hashes=["x", "y", "y", "z"])
     assert groups[0] == groups[1] == groups[2] != groups[3]  # person2's image is a copy of person1's
     assert how == "grouped by patient and identical images together"
+
+
+def test_when_only_some_names_match_those_are_grouped_and_the_rest_are_their_own_patients():
+    """80 of 997 names match (issue 14): grouping them, not switching grouping off, so no patient leaks."""
+    refs, labels = patients_data(n_patients=30)  # 30 patients, 1-4 images each, named person<p>/IM-<p>
+    matching = len(refs)
+    refs += [f"{('NORMAL', 'PNEUMONIA')[k % 2]}/scan_{k:04d}.png" for k in range(600)]
+    labels = np.concatenate([labels, np.arange(600) % 2])
+    split, notes = split_of(refs, labels)
+    ids = patient_ids(refs, KERMANY_PATIENT_PATTERN)
+    assert sum(i is not None for i in ids) == matching < len(refs) / 2
+    for patient in {i for i in ids if i}:
+        assert len({s for s, i in zip(split, ids) if i == patient}) == 1, patient
+    assert f"patients: 30 patient ids in {matching}/{len(refs)} file names (pattern {KERMANY_PATIENT_PATTERN!r}): " \
+           f"those are grouped by patient, each of the other 600 files is its own patient" in notes
+    assert any("stratified, grouped by patient" in note for note in notes)
+    assert set(split[matching:]) == {"train", "val", "test"}  # the others are split one by one
+
+
+def test_only_a_test_split_given_carves_nothing_from_an_empty_train():
+    refs, labels = patients_data(n_patients=20)
+    split, notes = split_of(refs, labels, given=["test"] * len(refs))
+    assert set(split) == {"test"}  # no val carved out of nothing (was a ZeroDivisionError); train says so

@@ -299,3 +299,24 @@ def test_a_bug_of_ours_is_a_logged_json_500_not_a_traceback(run_dir, tmp_path):
     assert reply.status_code == 500 and reply.json() == {"detail": "internal error in the service; its log has "
                                                                    "the details"}
     assert "unexpected error on POST /predict" in logged.getvalue() and "disk full" in logged.getvalue()
+
+
+@pytest.mark.e2e
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_decoder_failure_is_a_422_naming_it_and_a_decoder_warning_a_note(run_dir, tmp_path):
+    """Any exception a decoder raises on an upload (crashing_decoder.py: inside Pillow) is a 422 saying why."""
+    from crashing_decoder import NOTE, crash_files, crashing_decoder, noted_png
+    from fastapi.testclient import TestClient
+
+    from ultrasonic.serve.app import create_app
+
+    app = create_app(run_dir, ServeSettings(db=tmp_path / "audit.sqlite"))
+    client = TestClient(app, raise_server_exceptions=False)
+    with crashing_decoder():
+        for name, (data, start) in crash_files().items():
+            reply = client.post("/predict", files={"file": (name, data)})
+            assert reply.status_code == 422, (name, reply.text)
+            assert reply.json()["detail"].startswith(f"{name}: {start}") and "convert it to PNG" in reply.text
+        noted = client.post("/predict", files={"file": ("noted.png", noted_png())})
+    assert noted.status_code == 200 and noted.json()["note"] == NOTE
+    assert app.state.service.audit.count() == 1  # the prediction; no refused upload is logged

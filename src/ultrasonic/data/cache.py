@@ -26,10 +26,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ultrasonic.atomic import atomic_path, write_json
+from ultrasonic.data.contain import decode_contained
 from ultrasonic.data.demo import cache_root
-from ultrasonic.data.io import read_image
 from ultrasonic.data.sources import Catalog
-from ultrasonic.errors import BadImageError
 
 log = logging.getLogger("ultrasonic")
 
@@ -44,7 +43,7 @@ class LoadedImages:
     hashes: list[str]  # content hash of every image (file bytes, or array bytes for .npz)
     decoded: int  # images decoded by this call (0 when everything came from the cache)
     path: Path | None = None  # the cache file, when there is one
-    notes: list[str] = field(default_factory=list)
+    notes: dict[int, list[str]] = field(default_factory=dict)  # catalog index -> the decoder's warnings
 
 
 def load_images(
@@ -62,11 +61,11 @@ def load_images(
     store = cache_root(cache_dir) / "images"
     cached = _open_entry(store, key, len(catalog))
     if cached is not None:
-        images, bad = cached
+        images, bad, notes = cached
         log.info("cache: %d images read from %s (0 decoded)", len(catalog), store / f"{key}.npy")
-        return LoadedImages(images, bad, hashes, 0, store / f"{key}.npy")
-    images, bad = _build_entry(store, key, catalog, size, channels, workers, unreadable)
-    return LoadedImages(images, bad, hashes, len(catalog), store / f"{key}.npy")
+        return LoadedImages(images, bad, hashes, 0, store / f"{key}.npy", notes)
+    images, bad, notes = _build_entry(store, key, catalog, size, channels, workers, unreadable)
+    return LoadedImages(images, bad, hashes, len(catalog), store / f"{key}.npy", notes)
 
 
 def file_hash(data: bytes) -> str:
@@ -90,7 +89,7 @@ def _key(hashes: list[str], size: int, channels: int) -> str:
     return f"{digest.hexdigest()}-{size}px-{channels}ch"
 
 
-def _open_entry(store: Path, key: str, n: int) -> tuple[np.ndarray, dict[int, str]] | None:
+def _open_entry(store: Path, key: str, n: int) -> tuple[np.ndarray, dict[int, str], dict[int, list[str]]] | None:
     """The cached array if present and intact; a damaged entry is removed."""
     array_path, meta_path = store / f"{key}.npy", store / f"{key}.json"
     if not (array_path.exists() and meta_path.exists()):
@@ -107,32 +106,34 @@ def _open_entry(store: Path, key: str, n: int) -> tuple[np.ndarray, dict[int, st
         for p in (array_path, meta_path):
             p.unlink(missing_ok=True)
         return None
-    return images, {int(i): reason for i, reason in meta["bad"].items()}
+    notes = {int(i): list(text) for i, text in meta.get("notes", {}).items()}  # entries before notes have none
+    return images, {int(i): reason for i, reason in meta["bad"].items()}, notes
 
 
 def _build_entry(store, key, catalog, size, channels, workers, unreadable):
     """Decode every file into a new .npy on all cores, then publish it atomically."""
     n, start = len(catalog), time.perf_counter()
     shape = (n, size, size, channels)
-    bad = dict(unreadable)
+    bad, notes = dict(unreadable), {}
     with atomic_path(store / f"{key}.npy") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         todo = [i for i in range(n) if i not in bad]
         jobs = [(images, todo[k:k + CHUNK], [str(catalog.path(i)) for i in todo[k:k + CHUNK]], size, channels)
                 for k in range(0, len(todo), CHUNK)]
-        for failures in _run(jobs, workers, n):
+        for failures, noted in _run(jobs, workers, n):
             bad.update(failures)
+            notes.update(noted)
         images.flush()
         write_json(store / f"{key}.json", {"format": CACHE_FORMAT, "shape": shape, "root": catalog.root,
-                                          "checksum": _checksum(images), "bad": bad})
+                                          "checksum": _checksum(images), "bad": bad, "notes": notes})
     seconds = time.perf_counter() - start
     log.info("cache: decoded %d images in %.1f s (%.0f images/s) into %s",
              n, seconds, n / max(seconds, 1e-9), store / f"{key}.npy")
-    return np.load(store / f"{key}.npy", mmap_mode="r"), bad
+    return np.load(store / f"{key}.npy", mmap_mode="r"), bad, notes
 
 
 def _run(jobs: list, workers: int, total: int):
-    """Yield each chunk's failures, decoding on a pool of threads.
+    """Yield each chunk's (failures, notes), decoding on a pool of threads.
 
     Threads, not processes: Pillow releases the GIL while it decodes and
     resizes, and threads need no `if __name__ == "__main__"` guard in a user's
@@ -152,14 +153,20 @@ def _run(jobs: list, workers: int, total: int):
 
 
 def _decode_chunk(images: np.ndarray, indices: list[int], paths: list[str], size: int, channels: int):
-    """Decode some files straight into the shared array; return {index: reason} failures."""
-    failures = {}
+    """Decode some files straight into the shared array; return {index: reason} failures, {index: notes}.
+
+    Any failure of a decoder on one file is that file's reason (data/contain.py): the rest go on.
+    """
+    failures, notes = {}, {}
     for i, path in zip(indices, paths):
-        try:
-            images[i] = read_image(path, size=size, channels=channels)
-        except BadImageError as exc:
-            failures[i] = exc.problem
-    return failures
+        decoded = decode_contained(path, size=size, channels=channels)
+        if decoded.error is not None:
+            failures[i] = decoded.error.problem
+        else:
+            images[i] = decoded.image
+        if decoded.notes:
+            notes[i] = decoded.notes
+    return failures, notes
 
 
 def _checksum(images: np.ndarray) -> str:

@@ -53,13 +53,22 @@ class Dataset:
         return digest.hexdigest()
 
     def report(self) -> dict:
-        """data_report.json: counts per split and class, skipped and unreadable files, leaks, notes."""
+        """data_report.json: counts per split and class, skipped and unreadable files, leaks, notes.
+
+        "unreadable": every file the decoders failed on, with its reason (and the decoder's "note", if it
+        warned); "file_notes": readable files the decoder warned about; "dropped": train copies of val/test
+        images taken out of train (drop_duplicates).
+        """
         counts = {s: {c: int(((self.split == s) & (self.labels == k)).sum()) for k, c in enumerate(self.classes)}
                   for s in SPLITS}
-        unreadable = [{"file": self.catalog.refs[i], "reason": r} for i, r in sorted(self.loaded.bad.items())]
+        notes = {i: "; ".join(n) for i, n in self.loaded.notes.items()}
+        unreadable = [{"file": self.catalog.refs[i], "reason": r, **({"note": notes[i]} if i in notes else {})}
+                      for i, r in sorted(self.loaded.bad.items())]
+        file_notes = [{"file": self.catalog.refs[i], "note": n} for i, n in sorted(notes.items())
+                      if i not in self.loaded.bad]
         return {"data": self.catalog.root, "kind": self.catalog.kind, "classes": self.classes,
                 "counts": counts, "images": len(self.catalog), "skipped": self.catalog.skipped,
-                "unreadable": unreadable, "leaks": self.leaks, "notes": self.notes,
+                "unreadable": unreadable, "file_notes": file_notes, "leaks": self.leaks, "notes": self.notes,
                 "dropped": [self.catalog.refs[i] for i in self.indices("dropped")],
                 "cache": {"path": str(self.loaded.path or ""), "decoded": self.loaded.decoded}}
 
@@ -69,7 +78,8 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
     """Open cfg.data, decode via the cache, assign splits (or take `split_of`: file -> split).
 
     With `report_to`, data_report.json is written there before unreadable
-    images can stop the run, so the full list is always at hand.
+    images can stop the run, so the full list is always at hand. Decoding
+    never stops it: a file any decoder fails on is one "unreadable" entry.
     """
     catalog = open_data(cfg.data, cfg.classes, cfg.cache_dir)
     log.info("data: %s (%s): %d images, classes %s", catalog.root, catalog.kind, len(catalog), catalog.classes)
@@ -101,18 +111,24 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
     ds = Dataset(catalog, loaded.images, split, patients, loaded, notes, leaks)
     if report_to is not None:
         write_json(report_to, ds.report())
+    _log_file_notes(catalog, loaded)
     _check_bad(catalog, loaded, cfg)
     return ds
 
 
 def _drop_train_copies(refs: list[str], split: np.ndarray, leaks: list[dict], notes: list[str]) -> None:
-    """Images identical to a val or test image leave train (split 'dropped'); noted and listed in the report."""
+    """Images identical to a val or test image leave train (split 'dropped'); noted and listed in the report.
+
+    On by default (drop_duplicates): a train copy of an evaluation image can only inflate the scores, and
+    taking it out can never leak; the val/test copy stays, so the evaluation splits are what the data gave.
+    """
     index = {ref: i for i, ref in enumerate(refs)}
     dropped = [ref for leak in leaks if leak["kind"] == "duplicate image" and "train" in leak["files"]
                for ref in leak["files"]["train"]]
     split[[index[ref] for ref in dropped]] = "dropped"
     if dropped:
-        note = (f"drop_duplicates: {len(dropped)} train image(s) identical to a val/test image left train: "
+        note = (f"drop_duplicates: {len(dropped)} train image(s) identical to a val/test image left train "
+                "(listed under 'dropped'; --no-drop-duplicates keeps them): "
                 + ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
         notes.append(note)
         log.warning("data: %s", note)
@@ -127,13 +143,23 @@ def check_leakage(ds: Dataset, cfg: Config) -> None:
                "occur in more than one split")
     lines = describe_leaks(ds.leaks)
     if not cfg.allow_leakage:
+        drop = ("" if cfg.drop_duplicates or not counts["duplicate image"] else
+                "leave out --no-drop-duplicates to take the train copies of val/test images out of train, or ")
         raise DataError(f"{ds.catalog.root}: {summary}, so validation and test scores would be too optimistic:\n  "
                         + "\n  ".join(lines) + "\nremove the copies or move them into one split "
-                        "(or pass --drop-duplicates to take the train copies of val/test images out of train, "
-                        "or --allow-leakage to train anyway)")
+                        f"(or {drop}pass --allow-leakage to train anyway)")
     log.warning("data: leakage allowed: %s; listed in data_report.json", summary)
     for line in lines:
         log.warning("data: leak: %s", line)
+
+
+def _log_file_notes(catalog: Catalog, loaded: LoadedImages) -> None:
+    """What the decoders warned about readable files: the first five, then the count (all in the report)."""
+    noted = sorted(i for i in loaded.notes if i not in loaded.bad)
+    for i in noted[:5]:
+        log.warning("data: note on %s: %s", catalog.refs[i], "; ".join(loaded.notes[i]))
+    if len(noted) > 5:
+        log.warning("data: ... and %d more files with notes (see data_report.json, 'file_notes')", len(noted) - 5)
 
 
 def _check_bad(catalog: Catalog, loaded: LoadedImages, cfg: Config) -> None:

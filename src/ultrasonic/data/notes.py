@@ -30,7 +30,8 @@ MAX_WARNINGS = 5  # per file: a header with a thousand bad values gives five not
 _lock = threading.Lock()
 _local = threading.local()
 _active = 0  # threads collecting now
-_saved: tuple | None = None  # (filters, showwarning) from before the first collector
+_saved: tuple | None = None  # (filters, showwarning, warn) from before the first collector
+_original_warn = warnings.warn
 
 
 @contextlib.contextmanager
@@ -60,9 +61,12 @@ def _install() -> None:
     global _active, _saved
     with _lock:
         if _active == 0:
-            _saved = (warnings.filters[:], warnings.showwarning)
+            _saved = (warnings.filters[:], warnings.showwarning, warnings.warn)
             warnings.simplefilter("always")  # every occurrence, not once per code line of the decoder
-            warnings.showwarning = _show
+            # warnings.warn (what Pillow and pydicom call) is noted before any filter, so an "ignore" block another
+            # thread opens meanwhile (catch_warnings is process-wide) cannot drop a decoding thread's warning;
+            # showwarning still catches those raised from C (numpy's RuntimeWarning)
+            warnings.showwarning, warnings.warn = _show, _warn
         _active += 1
 
 
@@ -71,10 +75,10 @@ def _uninstall() -> None:
     with _lock:
         _active -= 1
         if _active == 0 and _saved is not None:
-            filters, show = _saved
+            filters, show, warn = _saved
             warnings.filters[:] = filters
             getattr(warnings, "_filters_mutated", lambda: None)()  # as catch_warnings does: drop cached lookups
-            warnings.showwarning = show
+            warnings.showwarning, warnings.warn = show, warn
             _saved = None
 
 
@@ -84,4 +88,11 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:
         saved_show = _saved[1] if _saved else warnings._showwarning_orig  # type: ignore[attr-defined]
         saved_show(message, category, filename, lineno, file, line)
         return
+    caught.append(" ".join(str(message).split()))
+
+
+def _warn(message, category=None, stacklevel=1, source=None, **kwargs) -> None:
+    caught = getattr(_local, "caught", None)
+    if caught is None:  # not decoding: one level deeper than the caller's own call, so point at the caller
+        return _original_warn(message, category, stacklevel + 1, source, **kwargs)
     caught.append(" ".join(str(message).split()))

@@ -2,8 +2,9 @@
 
 `open_data(spec, classes)` turns what the user typed into a Catalog:
 - a folder of class folders:      DATA/<class>/**/*.png|jpg|...
-- a folder of split folders:      DATA/train/<class>/..., optional val/ and test/
-- a MedMNIST-style .npz:          train_images, train_labels, optional val_*, test_*
+- a folder of split folders:      DATA/train/<class>/..., optional val/ and test/; or only
+                                  some of them (a held-out DATA/test/<class>/... alone)
+- a MedMNIST-style .npz:          <split>_images and <split>_labels for train, val and/or test
 - the word "demo":                PneumoniaMNIST, downloaded once (see demo.py)
 Hidden files and non-image names are listed in `skipped`, never dropped silently.
 """
@@ -56,8 +57,11 @@ def open_data(spec: str, classes: list[str] | None = None, cache_dir: str | None
         if path.suffix.lower() != ".npz":
             raise DataError(f"{spec}: a data file must be a MedMNIST-style .npz; or give a folder")
         return open_npz(path, classes)
-    splits = {SPLIT_NAMES[p.name.lower()]: p for p in _subdirs(path) if p.name.lower() in SPLIT_NAMES}
-    if "train" in splits:
+    subdirs = _subdirs(path)
+    named = [p for p in subdirs if p.name.lower() in SPLIT_NAMES]
+    splits = {SPLIT_NAMES[p.name.lower()]: p for p in named}
+    # split folders: a train/ folder, or nothing but split folders (a test set often comes alone)
+    if "train" in splits or (named and len(named) == len(subdirs)):
         return _open_split_folders(path, splits, classes)
     return _open_class_folders(path, classes)
 
@@ -74,16 +78,17 @@ def _open_class_folders(root: Path, classes: list[str] | None) -> Catalog:
 
 
 def _open_split_folders(root: Path, splits: dict[str, Path], classes: list[str] | None) -> Catalog:
-    chosen = _choose_classes(splits["train"], classes)
+    first = next(s for s in SPLITS if s in splits)  # train when there is one: the others must match it
+    chosen = _choose_classes(splits[first], classes)
     refs, labels, given, skipped = [], [], [], []
     for split in SPLITS:
         if split not in splits:
             continue
         found = {p.name for p in _subdirs(splits[split])}
-        expected = set(chosen) if classes else {p.name for p in _subdirs(splits["train"])}
+        expected = set(chosen) if classes else {p.name for p in _subdirs(splits[first])}
         if not expected <= found or (not classes and found != expected):
             raise DataError(
-                f"{splits[split]}: its class folders {sorted(found)} differ from train's "
+                f"{splits[split]}: its class folders {sorted(found)} differ from {first}'s "
                 f"{sorted(expected)}; every split needs the same classes (or pass --classes)"
             )
         r, lab, skip = _scan_classes(root, splits[split], chosen)
@@ -131,35 +136,53 @@ def _scan_classes(root: Path, folder: Path, classes: list[str]):
 
 
 def open_npz(path: str | Path, classes: list[str] | None = None) -> Catalog:
-    """A MedMNIST-style archive: <split>_images (N,H,W[,C]) uint8 and <split>_labels."""
+    """A MedMNIST-style archive: <split>_images (N,H,W[,C]) uint8 and <split>_labels, for any of the splits.
+
+    A split whose arrays are empty is left out; an archive with no image at all is an error.
+    """
     path = Path(path).resolve()
     try:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
-    if "train_images" not in keys or "train_labels" not in keys:
-        raise DataError(f"{path}: needs arrays train_images and train_labels; has {sorted(keys)}")
+    present = [s for s in SPLITS if f"{s}_images" in keys]
+    if not present:
+        raise DataError(f"{path}: needs arrays <split>_images and <split>_labels for at least one of "
+                        f"{', '.join(SPLITS)} (e.g. train_images, train_labels); has {sorted(keys)}")
     images, labels, given, refs = [], [], [], []
-    for split in SPLITS:
-        if f"{split}_images" not in keys:
-            continue
+    for split in present:
         x, y = _npz_split(archive, split, path)
+        if not len(x):
+            continue
         images.append(x)
         labels.append(y)
         given += [split] * len(x)
         refs += [f"{split}/{i}" for i in range(len(x))]
+    if not images:
+        raise DataError(f"{path}: holds no images: {', '.join(f'{s}_images' for s in present)} "
+                        f"{'is' if len(present) == 1 else 'are'} empty")
     labels = np.concatenate(labels)
     classes = _npz_classes(labels, classes, path)
     return Catalog(str(path), "npz", classes, refs, labels, given, [], np.concatenate(images))
 
 
 def _npz_split(archive, split: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    x = archive[f"{split}_images"]
-    y = archive.get(f"{split}_labels")
-    if y is None:
+    """One split's images (N, H, W, C) uint8 and labels (N,); N may be 0 (an empty split)."""
+    if f"{split}_labels" not in archive.files:
         raise DataError(f"{path}: has {split}_images but no {split}_labels")
-    y = np.asarray(y).reshape(len(y), -1)
+    try:
+        x, y = np.asarray(archive[f"{split}_images"]), np.asarray(archive[f"{split}_labels"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # damaged member, pickled objects
+        raise DataError(f"{path}: the arrays {split}_images/{split}_labels cannot be read ({exc})") from exc
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(f"{path}: {split}_images and {split}_labels must be arrays of images and labels, "
+                        f"got shapes {x.shape} and {y.shape}")
+    if len(y) == 0:  # reshape(0, -1) is an error in numpy: an empty split is checked here
+        if len(x):
+            raise DataError(f"{path}: {split}_images has {len(x)} images but {split}_labels is empty")
+        return x, y.astype(np.int64)
+    y = y.reshape(len(y), -1)
     if y.shape[1] != 1:
         raise DataError(f"{path}: {split}_labels has {y.shape[1]} columns; only single-label data is supported")
     if x.ndim == 3:

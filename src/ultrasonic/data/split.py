@@ -73,6 +73,8 @@ def assign_splits(
         if (split == name).any() or fraction <= 0:
             continue
         pool = np.flatnonzero(split == "train")
+        if not len(pool):  # nothing to carve from (only val/test given): train's own check says so
+            continue
         target = fraction * len(refs) / len(pool)
         chosen = _carve(labels[pool], groups[pool], min(target, 0.5), rng)
         split[pool[chosen]] = name
@@ -86,15 +88,20 @@ def _groups(refs: list[str], pattern: str | None, notes: list[str],
 
     Images of one patient are one group; so are identical images (same
     content hash), and a chain of both (patient A's image is a copy of
-    patient B's) joins them all. Anything else is its own group.
+    patient B's) joins them all. Anything else is its own group: when only
+    some names match the pattern, those are grouped and every other file is
+    its own patient (the leak check counts the matching names' patients, so
+    leaving them ungrouped would make the leak it then refuses).
     """
     ids = patient_ids(refs, pattern)
     found = sum(i is not None for i in ids)
-    by_patient = found >= len(ids) / 2
-    if by_patient:
-        notes.append(f"patients: {len(set(i for i in ids if i))} patient ids in {found}/{len(ids)} file names")
-    elif pattern and found:
-        notes.append(f"patients: only {found}/{len(ids)} file names match {pattern!r}; splits not grouped by patient")
+    by_patient = found > 0
+    patients = len(set(i for i in ids if i))
+    if found == len(ids):
+        notes.append(f"patients: {patients} patient ids in {found}/{len(ids)} file names")
+    elif found:
+        notes.append(f"patients: {patients} patient ids in {found}/{len(ids)} file names (pattern {pattern!r}): "
+                     f"those are grouped by patient, each of the other {len(ids) - found} files is its own patient")
     names = [p if by_patient and p is not None else f"#{n}" for n, p in enumerate(ids)]
     keys = [[f"patient:{p}"] if by_patient and p is not None else [] for p in ids]
     copies = _duplicates(hashes) if hashes is not None else 0

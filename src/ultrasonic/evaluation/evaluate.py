@@ -58,12 +58,16 @@ def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tu
         ds = load_dataset(replace(cfg, data=trained_on, classes=classes), split_of=run.read_splits())
         return ds, ds.indices(split), f"{cfg.data} [{split} split of the run]"
     named = None if Path(data).is_dir() else classes  # an .npz has no class names of its own
+    # every given split kept as it is (a test/ folder or test_* arrays alone too), no image moved or dropped
     ds = load_dataset(replace(cfg, data=data, classes=named, val_fraction=0.0, test_fraction=0.0,
-                              min_split_images=0))
-    given = {g for g in ds.catalog.given_split if g}
-    chosen = split if split in given else "train"  # a plain class folder: every image
-    where = f"{data} [{split} split]" if split in given else f"{data} [all images]"
-    return ds, ds.indices(chosen), where
+                              min_split_images=0, drop_duplicates=False))
+    given = sorted({g for g in ds.catalog.given_split if g}, key=SPLITS.index)
+    if not given:  # a plain class folder: every image
+        return ds, ds.indices("train"), f"{data} [all images]"
+    if split not in given:
+        raise DataError(f"{data}: has no {split} split, only {', '.join(given)}; "
+                        f"pass --split {given[-1]}, or give the folder or .npz of that split")
+    return ds, ds.indices(split), f"{data} [{split} split]"
 
 
 def _trained_on(run: RunDir) -> str:

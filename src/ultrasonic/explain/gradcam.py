@@ -159,21 +159,16 @@ def explain_files(predictor, paths: Iterable[str | os.PathLike], out_dir: str | 
 
 def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str | None) -> list[dict]:
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:  # decoders run in C, as in predict
-        decoded = list(pool.map(predictor.try_read, chunk))
-    good = [i for i, x in enumerate(decoded) if not isinstance(x, str)]
-    rows: list[dict] = [{"file": name, "error": x} for name, x in zip(chunk, decoded)]
-    if not good:
-        return rows
-    images = np.stack([decoded[i] for i in good])
-    for i, row in zip(good, predictor.rows([chunk[i] for i in good], predictor.predict_proba(images))):
-        rows[i] = row
+        decoded = list(pool.map(predictor.try_read, chunk))  # a bad file is its row's error (data/contain.py)
+    rows = predictor.rows_of(chunk, decoded)
+    good = [i for i, d in enumerate(decoded) if d.error is None]
     for class_name in {rows[i]["class"] for i in good}:
         picked = [i for i in good if rows[i]["class"] == class_name]
-        maps = gradcam(predictor.model, np.stack([decoded[i] for i in picked]),
+        maps = gradcam(predictor.model, np.stack([decoded[i].image for i in picked]),
                        predictor.classes.index(class_name), layer)
         for i, heat in zip(picked, maps):
             caption = f"{class_name} {rows[i]['probabilities'][class_name]:.2f}"
-            write_bytes(targets[i], overlay_png(decoded[i], heat, caption))
+            write_bytes(targets[i], overlay_png(decoded[i].image, heat, caption))
             rows[i]["cam"] = str(targets[i])
     return rows
 

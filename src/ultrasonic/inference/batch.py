@@ -55,15 +55,17 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[str | os.PathLike], out
 
     out = Path(out)
     header = csv_header(predictor.classes)
-    done = _resume(out, header) if resume else _start(out, header)
+    done, columns = _resume(out, header) if resume else (_start(out, header), header)
+    keep = [header.index(c) for c in columns]  # a CSV begun before the "note" column keeps its columns
     files = (f for f in iter_paths(paths, shard) if not _contains(done, str(f)))
     written = errors = 0
     with open(out, "a", newline="", encoding="utf-8") as sink, \
             tqdm(unit="img", desc="predict", disable=not progress, smoothing=0.05) as bar:
         if not out.stat().st_size:
             sink.write(_csv_line(header))
-        for rows in predictor.iter_files(files, batch_size):
-            sink.write("".join(_csv_line(csv_row(r, predictor.classes)) for r in rows))
+        for rows in predictor.iter_files(files, batch_size):  # a bad file is a row with its error: never raises
+            values = (csv_row(r, predictor.classes) for r in rows)
+            sink.write("".join(_csv_line([v[k] for k in keep]) for v in values))
             sink.flush()  # a kill loses at most the batch being predicted
             written += len(rows)
             errors += sum("error" in r for r in rows)
@@ -79,20 +81,21 @@ def _start(out: Path, header: list[str]) -> np.ndarray:
     return np.zeros(0, dtype=np.uint64)
 
 
-def _resume(out: Path, header: list[str]) -> np.ndarray:
-    """Sorted keys of the files already in `out`, after cutting a torn last line."""
+def _resume(out: Path, header: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Sorted keys of the files already in `out` (after cutting a torn last line), and its columns."""
     if not out.exists():
-        return _start(out, header)
+        return _start(out, header), header
     _cut_torn_line(out)
     with open(out, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         found = next(reader, None)
         if found is None:
-            return np.zeros(0, dtype=np.uint64)
-        if found != header:
+            return np.zeros(0, dtype=np.uint64), header
+        if found not in (header, [c for c in header if c != "note"]):
             raise RunError(f"{out}: its columns {found} are not this model's {header}; "
                            "it was written by another model: choose another --out")
-        return np.unique(np.fromiter((_key(row[0]) for row in reader if row), dtype=np.uint64))
+        # every file with a row is done, an unreadable one too (its error row): a resume never retries it
+        return np.unique(np.fromiter((_key(row[0]) for row in reader if row), dtype=np.uint64)), found
 
 
 def _cut_torn_line(out: Path) -> None:
@@ -128,16 +131,17 @@ def _contains(keys: np.ndarray, name: str) -> bool:
 
 
 def csv_header(classes: list[str], cam: bool = False) -> list[str]:
-    """The columns of every prediction CSV: file, class, p_<class>..., threshold, error (and cam)."""
-    return ["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", *(["cam"] if cam else [])]
+    """The columns of every prediction CSV: file, class, p_<class>..., threshold, error, note (and cam)."""
+    return ["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", "note", *(["cam"] if cam else [])]
 
 
 def csv_row(row: dict, classes: list[str], cam: bool = False) -> list:
-    """One prediction row (Predictor.rows, or an unreadable file's {"file", "error"}) under csv_header."""
+    """One prediction row (Predictor.rows_of: a prediction or {"file", "error"}, maybe a "note") under csv_header."""
     probs = row.get("probabilities", {})
     threshold = row.get("threshold")
     return [row["file"], row.get("class", ""), *[probs.get(c, "") for c in classes],
-            "" if threshold is None else threshold, row.get("error", ""), *([row.get("cam", "")] if cam else [])]
+            "" if threshold is None else threshold, row.get("error", ""), row.get("note", ""),
+            *([row.get("cam", "")] if cam else [])]
 
 
 def _csv_line(values: list) -> str:

@@ -2,6 +2,7 @@
 
     p = Predictor("runs/cxr")
     p.predict_files(["a.jpeg", "scans/"])  # [{"file", "class", "probabilities", "threshold"}, ...]
+                                           # a bad file: {"file", "error"}; decoder warnings: "note"
     p.predict_proba(images_uint8)          # (N, K)
     Predictor("runs/cxr", engine="onnx")   # the exported model.onnx through ONNX Runtime
 
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
+from ultrasonic.data.contain import Decoded, decode_contained
 from ultrasonic.data.files import iter_paths
-from ultrasonic.data.io import MAX_PIXELS, read_image
-from ultrasonic.errors import BadImageError, DataError, RunError
+from ultrasonic.data.io import MAX_PIXELS
+from ultrasonic.errors import DataError, RunError
 from ultrasonic.inference.engines import open_engine
 from ultrasonic.rundir import RunDir, RunMeta
 
@@ -55,8 +57,12 @@ class Predictor:
         return self.engine.model
 
     def read(self, source, name: str | None = None) -> np.ndarray:
-        """Decode a file or bytes exactly as training did."""
-        return read_image(source, self.image_size, self.channels, name=name, max_pixels=self.max_pixels)
+        """Decode a file or bytes exactly as training did; BadImageError for any problem of the file."""
+        return self.decode(source, name).unwrap()
+
+    def decode(self, source, name: str | None = None) -> Decoded:
+        """The image or its error, and the decoder's notes; never raises for a bad file (data/contain.py)."""
+        return decode_contained(source, self.image_size, self.channels, name=name, max_pixels=self.max_pixels)
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, K) probabilities for uint8 images (N, H, W, C) at the run's size."""
@@ -81,6 +87,19 @@ class Predictor:
                  "probabilities": {k: round(float(v), 6) for k, v in zip(self.classes, p)}}
                 for name, c, p in zip(names, decided, probs)]
 
+    def rows_of(self, names: list[str], decoded: list[Decoded]) -> list[dict]:
+        """One row per file in order: the prediction, or {"file", "error"}; with "note" when the decoder warned."""
+        good = [i for i, d in enumerate(decoded) if d.error is None]
+        rows = [{"file": name, "error": d.error.problem} if d.error else None for name, d in zip(names, decoded)]
+        if good:
+            probs = self.predict_proba(np.stack([decoded[i].image for i in good]))
+            for i, row in zip(good, self.rows([names[i] for i in good], probs)):
+                rows[i] = row
+        for row, d in zip(rows, decoded):
+            if d.notes:
+                row["note"] = d.note
+        return rows
+
     def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 32) -> list[dict]:
         """One row per image file; an unreadable file gives a row with an 'error' instead."""
         return [row for chunk in self.iter_files(iter_paths(paths), batch_size) for row in chunk]
@@ -104,19 +123,11 @@ class Predictor:
                 yield self._predict_chunk(*pending.popleft())
 
     def _predict_chunk(self, chunk: list[str], futures: list) -> list[dict]:
-        decoded = [f.result() for f in futures]
-        good = [(name, x) for name, x in zip(chunk, decoded) if not isinstance(x, str)]
-        rows = self.rows([n for n, _ in good], self.predict_proba(np.stack([x for _, x in good]))) if good else []
-        errors = {name: x for name, x in zip(chunk, decoded) if isinstance(x, str)}
-        by_name = {r["file"]: r for r in rows}
-        return [by_name.get(name) or {"file": name, "error": errors[name]} for name in chunk]
+        return self.rows_of(chunk, [f.result() for f in futures])
 
-    def try_read(self, path: str) -> np.ndarray | str:
-        """The decoded image, or the problem (a string) that makes it unreadable."""
-        try:
-            return self.read(path)
-        except BadImageError as exc:
-            return exc.problem
+    def try_read(self, path: str) -> Decoded:
+        """The decoded file (image or error, and notes); never raises for a bad file."""
+        return self.decode(path)
 
 
 def _chunks(files: Iterable[str | os.PathLike], size: int) -> Iterator[list[str]]:

@@ -23,7 +23,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 
 from ultrasonic import __version__
-from ultrasonic.errors import BadImageError, ConfigError, ImageTooLargeError, UltrasonicError, UploadTooLargeError
+from ultrasonic.errors import (BadImageError, ConfigError, ImageTooLargeError, UltrasonicError, UndecodableImageError,
+                               UploadTooLargeError)
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.cams import CamStore
@@ -37,7 +38,7 @@ PROTECTED = ("/predict", "/predictions", "/cam/")  # patient data in and out; /,
 ERRORS = {401: {"description": "token missing or wrong (only when started with --token)"},
           413: {"description": "upload or image too large"},
           415: {"description": "not an image ultrasonic can read"},
-          422: {"description": "no `file` field, or a bad query parameter"}}  # all JSON {"detail": "..."}
+          422: {"description": "no `file` field, a bad query parameter, or an image the decoders fail on"}}  # all JSON {"detail": "..."}
 
 
 def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
@@ -137,6 +138,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _status_of(exc: UltrasonicError) -> int:
     if isinstance(exc, (UploadTooLargeError, ImageTooLargeError)):
         return 413
+    if isinstance(exc, UndecodableImageError):  # a readable format whose content a decoder failed on
+        return 422
     if isinstance(exc, BadImageError):
         return 415
     return 400 if isinstance(exc, ConfigError) else 422

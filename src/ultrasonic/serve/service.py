@@ -60,9 +60,12 @@ class PredictionService:
     def predict(self, data: bytes, name: str, client: str | None) -> tuple[dict, bytes | None]:
         """The `predict --format json` row plus model_id, sha256 and id; and the overlay PNG (Keras engine)."""
         name = (name or "upload")[:MAX_NAME]
-        image = self.predictor.read(data, name=name)  # sniffs the content; BadImageError if it is no image
+        decoded = self.predictor.decode(data, name=name)  # sniffs the content; any decoder failure contained
+        image = decoded.unwrap()  # BadImageError (a 4xx) if it is no image or the decoder failed on it
         probs, heatmap = self._run_model(image[None], class_index=None)
         row = self.predictor.rows([name], probs)[0]
+        if decoded.notes:
+            row["note"] = decoded.note
         p = row["probabilities"][row["class"]]
         png = None
         if heatmap is not None:
