@@ -201,6 +201,10 @@ BAD_UPLOADS = {
     "file too large": (dict(files={"file": ("big.png", BIG)}), 413, "--max-upload-mb"),
     "chunked, too large": (dict(content=_chunks(b"--x\r\n" + BIG * 2), headers={
         "content-type": "multipart/form-data; boundary=x"}), 413, "--max-upload-mb"),
+    "all-black image": (dict(files={"file": ("black.png", png_bytes(np.zeros((64, 64), np.uint8)))}), 422,
+                        "blank or too small to classify"),
+    "1x1 image": (dict(files={"file": ("dot.png", png_bytes(np.full((1, 1), 128, np.uint8)))}), 422,
+                  "blank or too small to classify"),
     "no file field": (dict(data={"image": "x"}), 422, "field 'file'"),
     "json body": (dict(json={"file": "a.png"}), 422, "field 'file'"),
     "bad cam option": (dict(files={"file": ("a.png", b"x")}, params={"cam": "inline"}), 422, "cam"),

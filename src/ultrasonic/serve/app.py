@@ -24,7 +24,7 @@ from fastapi.security import HTTPBearer
 
 from ultrasonic import __version__
 from ultrasonic.errors import (BadImageError, ConfigError, ImageTooLargeError, UltrasonicError, UndecodableImageError,
-                               UploadTooLargeError)
+                               UnusableImageError, UploadTooLargeError)
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.cams import CamStore
@@ -138,7 +138,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _status_of(exc: UltrasonicError) -> int:
     if isinstance(exc, (UploadTooLargeError, ImageTooLargeError)):
         return 413
-    if isinstance(exc, UndecodableImageError):  # a readable format whose content a decoder failed on
+    # a readable format whose content a decoder failed on, or an image with nothing to classify (blank, tiny)
+    if isinstance(exc, (UndecodableImageError, UnusableImageError)):
         return 422
     if isinstance(exc, BadImageError):
         return 415
