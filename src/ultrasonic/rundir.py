@@ -64,6 +64,9 @@ class RunMeta:
     input: str = INPUT
     threshold: float
     threshold_method: str | None = None
+    operating_point: str | None = None  # the setting the threshold was chosen by: "youden", "sensitivity=0.95", ...
+    temperature: float | None = None  # baked into model.keras; None: a run from before calibration (T = 1)
+    calibration: dict[str, Any] | None = None  # {"method", "fitted_on", "before": {...}, "after": {...}}
     validation: dict[str, Any] = field(default_factory=dict)
     best_epoch: int | None = None
     train_seconds: float | None = None
