@@ -24,12 +24,12 @@ keras = require_keras("training")  # first: without a backend one error naming t
 import numpy as np
 
 from ultrasonic import __version__
-from ultrasonic.config import Config, load_config, save_config
+from ultrasonic.config import Config, load_config, parse_operating_point, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
 from ultrasonic.evaluation.calibration import calibration_metrics, fit_temperature, uncalibrated
-from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
+from ultrasonic.evaluation.metrics import binary_metrics, operating_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array
 from ultrasonic.atomic import atomic_path
@@ -97,11 +97,12 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                   callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
     best, calibration = _calibrate(load_model(run.model), ds, run)
-    threshold, val_metrics = _operating_point(best, ds, cfg)
+    threshold, method, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
     best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
     run.write_meta(replace(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds),
-                           temperature=calibration["temperature"], calibration=calibration))
+                           threshold_method=method, operating_point=cfg.operating_point if method != "argmax"
+                           else None, temperature=calibration["temperature"], calibration=calibration))
     plot_history(run.history, run.curves)
     clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
     log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
@@ -225,21 +226,22 @@ def _calibrate(network: keras.Model, ds: Dataset, run: RunDir) -> tuple[keras.Mo
                         "fitted_on": f"validation split ({len(idx)} images)", "before": before, "after": after}
 
 
-def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, dict]:
-    """Threshold by Youden's J on the validation split (binary); 0.5 kept for reference."""
+def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, str, dict]:
+    """(threshold, how it was chosen, validation metrics): the setting's operating point on the
+    validation split's calibrated probabilities (binary); argmax for more classes."""
     idx = ds.indices("val")
     probs = predict_array(model, ds.images, idx)
     if len(ds.classes) != 2:
         accuracy = float((probs.argmax(1) == ds.labels[idx]).mean())
-        return 0.5, {"accuracy": accuracy}
+        return 0.5, "argmax", {"accuracy": accuracy}
     positive = positive_index(cfg, ds.classes)
     y = (ds.labels[idx] == positive).astype(int)
     p = probs[:, positive]
-    threshold = choose_threshold(y, p)
+    threshold, method = operating_threshold(y, p, parse_operating_point(cfg.operating_point))
     metrics = binary_metrics(y, p, threshold)
-    log.info("train: validation ROC-AUC %.4f; threshold %.3f (Youden's J) gives sensitivity %.3f, "
-             "specificity %.3f", metrics["roc_auc"], threshold, metrics["sensitivity"], metrics["specificity"])
-    return threshold, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
+    log.info("train: validation ROC-AUC %.4f; threshold %.3f (%s) gives sensitivity %.3f, specificity %.3f",
+             metrics["roc_auc"], threshold, method, metrics["sensitivity"], metrics["specificity"])
+    return threshold, method, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
 
 
 def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
@@ -254,7 +256,6 @@ def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: 
         channels=cfg.channels,
         input=INPUT,
         threshold=threshold,
-        threshold_method="Youden's J on the validation split" if binary else "argmax",
         validation=val_metrics,
         best_epoch=best_epoch,
         train_seconds=round(seconds, 1),
