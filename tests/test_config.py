@@ -268,3 +268,15 @@ def test_group_norm_widths_the_config_accepts_build():
         load_config(overrides={"width": 14, "norm": "group"})
     with pytest.raises(ValueError):
         build_model(Config(image_size=32, width=14, norm="group"), 2)
+
+
+def test_operating_point_is_checked_up_front_and_normalised():
+    from ultrasonic.config import parse_operating_point
+
+    assert load_config(overrides={"operating_point": "Sensitivity = 0.950"}).operating_point == "sensitivity=0.95"
+    assert load_config().operating_point == "youden"
+    assert parse_operating_point("specificity=0.9") == ("specificity", 0.9)
+    assert parse_operating_point("threshold=0.5") == ("threshold", 0.5)
+    for bad in ("youden=1", "sensitivity", "sensitivity=1.5", "specificity=abc", "recall=0.9", "threshold=-0.1"):
+        with pytest.raises(ConfigError, match="operating_point .* youden, sensitivity=S, specificity=S, threshold=T"):
+            load_config(overrides={"operating_point": bad})

@@ -12,14 +12,15 @@ from ultrasonic.rundir import CARRIED, META_FORMAT, EvalDir, RunDir, RunMeta, si
 
 # The keys `train` writes, in its order: users and scripts read meta.json as JSON.
 TRAIN_KEYS = ["format", "model_id", "task", "classes", "positive_class", "image_size", "channels", "input",
-              "threshold", "threshold_method", "validation", "best_epoch", "train_seconds", "preset", "data",
+              "threshold", "threshold_method", "operating_point", "temperature", "calibration", "validation", "best_epoch", "train_seconds", "preset", "data",
               "backend", "versions", "created"]
 
 
 def full_meta() -> RunMeta:
     return RunMeta(model_id="0123456789abcdef", task="binary", classes=["NORMAL", "PNEUMONIA"],
                    positive_class="PNEUMONIA", image_size=(64, 64), channels=1, threshold=0.37,
-                   threshold_method="Youden's J on the validation split",
+                   threshold_method="Youden's J on the validation split", operating_point="youden",
+                   temperature=1.7, calibration={"before": {"ece": 0.1}, "after": {"ece": 0.02}},
                    validation={"roc_auc": 0.9, "accuracy": 0.8}, best_epoch=3, train_seconds=12.5, preset="default",
                    data={"path": "/data/cxr", "kind": "folder", "fingerprint": "f" * 32, "counts": {}},
                    backend="tensorflow", versions={"ultrasonic": "0.1.0"}, created="2025-01-01T00:00:00+00:00")
@@ -38,6 +39,14 @@ def test_meta_round_trips_and_keeps_the_json_train_has_always_written(tmp_path):
     on_disk = json.loads(run.meta_path.read_text())
     assert list(on_disk) == TRAIN_KEYS
     assert on_disk["format"] == META_FORMAT and on_disk["image_size"] == [64, 64]
+
+
+def test_a_meta_from_before_calibration_loads_with_no_temperature(tmp_path):
+    obj = full_meta().to_json()
+    for key in ("operating_point", "temperature", "calibration"):
+        del obj[key]
+    meta = write_raw(tmp_path, obj).read_meta()
+    assert meta.temperature is None and meta.calibration is None and meta.operating_point is None
 
 
 @pytest.mark.parametrize("key", CARRIED)
@@ -92,11 +101,11 @@ def test_no_meta_json_says_this_is_not_a_finished_run(tmp_path):
 
 
 def test_unknown_keys_are_kept_and_written_back(tmp_path):
-    run = write_raw(tmp_path, {**full_meta().to_json(), "calibration": {"method": "isotonic"}})
+    run = write_raw(tmp_path, {**full_meta().to_json(), "lineage": {"from": "runs/old"}})
     meta = run.read_meta()
-    assert meta.extra == {"calibration": {"method": "isotonic"}}
+    assert meta.extra == {"lineage": {"from": "runs/old"}}
     run.write_meta(replace(meta, threshold=0.4))
-    assert json.loads(run.meta_path.read_text())["calibration"] == {"method": "isotonic"}
+    assert json.loads(run.meta_path.read_text())["lineage"] == {"from": "runs/old"}
 
 
 def test_a_run_without_the_training_record_still_loads(tmp_path):

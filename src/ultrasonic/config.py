@@ -88,6 +88,39 @@ def _regex(value: Any) -> str:
     return value
 
 
+OPERATING_POINTS = ("youden", "sensitivity", "specificity", "threshold")
+
+
+def parse_operating_point(value: Any) -> tuple[str, float | None]:
+    """("youden", None), ("sensitivity", 0.95), ...: the operating_point setting, checked.
+
+        parse_operating_point("specificity=0.9")   # ("specificity", 0.9)
+    """
+    text = str(value).strip().lower().replace(" ", "")
+    kind, _, number = text.partition("=")
+    if kind == "youden" and not number:
+        return "youden", None
+    problem = None
+    if kind not in OPERATING_POINTS[1:] or not number:
+        problem = "is not one of"
+    else:
+        try:
+            target = float(number)
+        except ValueError:
+            target = float("nan")
+        if not 0.0 < target <= 1.0 and not (kind == "threshold" and target == 0.0):
+            problem = "needs a number in (0, 1] after '=' in"
+    if problem:
+        raise ConfigError(f"operating_point {value!r} {problem} youden, sensitivity=S, specificity=S, "
+                          "threshold=T (e.g. sensitivity=0.95, threshold=0.5)")
+    return kind, target
+
+
+def _operating_point(value: Any) -> str:
+    kind, target = parse_operating_point(value)
+    return kind if target is None else f"{kind}={target:g}"
+
+
 def _class_name(value: Any) -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise ConfigError(f"positive_class must be a class name, got {value!r}")
@@ -115,6 +148,9 @@ class Config:
                                         shown="the sorted folder names")
     positive_class: str | None = setting(None, _class_name, help="class counted as positive (binary only)", flag=True,
                                          shown="the second class")
+    operating_point: str = setting("youden", _operating_point, "binary: how the threshold is chosen on the "
+                                   "validation split: youden, sensitivity=0.95, specificity=0.95 or "
+                                   "threshold=0.5", flag=True)
     # images
     image_size: int = setting(96, "[16, inf)", "side of the square input", flag=True, unit=" pixels")
     channels: int = setting(1, (1, 3), "1 (gray) or 3 (RGB)", flag=True)

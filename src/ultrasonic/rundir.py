@@ -6,7 +6,8 @@
     runs/<name>/splits.csv         the split of every image, so evaluate sees the same test images
     runs/<name>/history.csv        per-epoch metrics;  curves.png: their plot
     runs/<name>/data_report.json   counts per split and class, skipped and unreadable files
-    runs/<name>/eval/              EvalDir: metrics.json, confusion_matrix.png, roc.png, pr.png, report.html
+    runs/<name>/eval/              EvalDir: metrics.json, confusion_matrix.png, roc.png, pr.png, reliability.png,
+                                   report.html
     runs/<name>/model.onnx         after `ultrasonic export` (savedmodel/ with --format savedmodel),
                                    each with its sidecar JSON (model.onnx.json, savedmodel.json)
     runs/<name>/audit.sqlite       the audit log of `ultrasonic serve`
@@ -64,6 +65,9 @@ class RunMeta:
     input: str = INPUT
     threshold: float
     threshold_method: str | None = None
+    operating_point: str | None = None  # the setting the threshold was chosen by: "youden", "sensitivity=0.95", ...
+    temperature: float | None = None  # baked into model.keras; None: a run from before calibration (T = 1)
+    calibration: dict[str, Any] | None = None  # {"method", "fitted_on", "before": {...}, "after": {...}}
     validation: dict[str, Any] = field(default_factory=dict)
     best_epoch: int | None = None
     train_seconds: float | None = None
@@ -180,6 +184,7 @@ class EvalDir:
     confusion_matrix = property(lambda self: self.path / "confusion_matrix.png")
     roc = property(lambda self: self.path / "roc.png")
     pr = property(lambda self: self.path / "pr.png")
+    reliability = property(lambda self: self.path / "reliability.png")
     report = property(lambda self: self.path / "report.html")
 
 

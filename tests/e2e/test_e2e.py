@@ -65,6 +65,47 @@ def test_train_leaves_a_complete_run_directory(trained):
     assert len(history) == 1 + FAST["epochs"]
 
 
+def test_train_calibrates_on_validation_and_bakes_the_temperature_into_model_keras(trained):
+    import keras
+
+    from ultrasonic import Predictor
+    from ultrasonic.evaluation.calibration import TEMPERATURE_BOUNDS
+    from ultrasonic.models.build import logit_model
+
+    run = trained[0].run_dir
+    meta = json.loads((run / "meta.json").read_text())
+    temperature = meta["temperature"]
+    assert TEMPERATURE_BOUNDS[0] <= temperature <= TEMPERATURE_BOUNDS[1]
+    assert meta["operating_point"] == "youden" and meta["threshold_method"] == "Youden's J on the validation split"
+    calibration = meta["calibration"]
+    assert set(calibration["before"]) == set(calibration["after"]) == {"ece", "brier", "log_loss"}
+    # T minimises the validation log loss, and T = 1 is among the candidates
+    assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"] + 1e-6
+    network = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert network.get_layer("temperature").scale == pytest.approx(1 / temperature, rel=1e-5)
+    images = np.random.default_rng(0).integers(0, 256, (8, SIZE, SIZE, 1), dtype=np.uint8)
+    logits = np.asarray(logit_model(network).predict(images, verbose=0), dtype=float)[:, 0]
+    probs = Predictor(run).predict_proba(images)[:, 1]
+    assert np.allclose(probs, 1 / (1 + np.exp(-logits / temperature)), atol=1e-5)  # calibrated, in predict
+
+
+def test_calibrated_model_keras_loads_in_plain_keras_and_agrees(trained, tmp_path):
+    from plain_python import plain_python, run_plain
+
+    from ultrasonic import Predictor
+
+    run = trained[0].run_dir
+    images = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, 1), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    code = ("import sys, numpy as np, keras\n"
+            "m = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+            "np.save(sys.argv[3], np.asarray(m.predict(np.load(sys.argv[2]), verbose=0)))\n")
+    done = run_plain(plain_python(tmp_path / "venv"), "-c", code, str(run / "model.keras"), str(tmp_path / "x.npy"),
+                     str(tmp_path / "p.npy"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.allclose(np.load(tmp_path / "p.npy")[:, 0], Predictor(run).predict_proba(images)[:, 1], atol=1e-6)
+
+
 def test_splits_are_grouped_by_patient_and_saved(trained):
     import csv
 
@@ -82,10 +123,20 @@ def test_model_beats_chance_on_held_out_test_split(trained):
     metrics = evaluate(trained[0].run_dir, n_boot=100)
     assert metrics["at_0.5"]["roc_auc"]["value"] > 0.8
     assert metrics["at_threshold"]["accuracy"]["value"] > 0.7
-    for name in ("metrics.json", "confusion_matrix.png", "roc.png", "report.html"):
+    for name in ("metrics.json", "confusion_matrix.png", "roc.png", "reliability.png", "report.html"):
         assert (trained[0].run_dir / "eval" / name).is_file()
     saved = json.loads((trained[0].run_dir / "eval" / "metrics.json").read_text())
-    assert saved["n"] == sum(1 for line in open(trained[0].run_dir / "splits.csv") if ",test," in line)
+    n_test = sum(1 for line in open(trained[0].run_dir / "splits.csv") if ",test," in line)
+    assert saved["n"] == n_test
+    # two images per patient in these file names: the AUC bootstrap resamples the patients
+    assert saved["intervals"]["others"] == f"percentile bootstrap, 100 resamples of the {n_test // 2} patients, " \
+                                           "stratified by class"
+    assert saved["calibration"]["ece_binning"].startswith("15 equal-width bins")
+    assert saved["calibration"]["temperature"] == json.loads((trained[0].run_dir / "meta.json").read_text())[
+        "temperature"]
+    assert saved["confusion_threshold"] == saved["at_threshold"]["threshold"]
+    html = (trained[0].run_dir / "eval" / "report.html").read_text()
+    assert "Reliability diagram" in html and "Threshold table" in html and "Clopper-Pearson" in html
 
 
 @pytest.mark.slow  # the cache, not the backend: once, under TensorFlow
@@ -165,9 +216,14 @@ def test_npz_data_and_seed_preset(tmp_path):
              val_images=images[80:100, ..., 0], val_labels=labels[80:100, None],
              test_images=images[100:], test_labels=labels[100:])
     result = train(str(npz), str(tmp_path / "seedrun"), preset="seed", image_size=SIZE, epochs=2,
-                   min_split_images=10, tensorboard=False, verbose=0, classes=["normal", "pneumonia"])
+                   min_split_images=10, tensorboard=False, verbose=0, classes=["normal", "pneumonia"],
+                   operating_point="sensitivity=0.9")
     config = (result.run_dir / "config.yaml").read_text()
     assert "batch_size: 10" in config and "preprocessing: vgg16" in config
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["operating_point"] == "sensitivity=0.9"
+    assert meta["threshold_method"] == "sensitivity >= 0.9 on the validation split"
+    assert meta["validation"]["sensitivity"] >= 0.9
     metrics = evaluate(result.run_dir, n_boot=20)
     assert metrics["n"] == 20 and metrics["classes"] == ["normal", "pneumonia"]
 

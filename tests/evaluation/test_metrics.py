@@ -10,13 +10,18 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ultrasonic.errors import ConfigError, DataError
+from ultrasonic.evaluation.intervals import proportion_ci
 from ultrasonic.evaluation.metrics import (
     binary_metrics,
     bootstrap_ci,
     choose_threshold,
     evaluate_predictions,
     multiclass_metrics,
+    operating_threshold,
     summary_lines,
+    threshold_for_sensitivity,
+    threshold_for_specificity,
+    threshold_table,
     write_metrics_json,
 )
 
@@ -167,7 +172,8 @@ def test_evaluate_predictions_binary():
     assert (m["at_0.5"]["tp"], m["at_0.5"]["fn"]) == (3, 1)  # plain ints, no CI
     assert m["at_threshold"]["specificity"]["value"] == pytest.approx(0.5)
     assert m["at_threshold"]["threshold"] == 0.35
-    assert m["confusion_matrix"] == [[4, 2], [1, 3]]
+    assert m["confusion_matrix"] == [[3, 3], [0, 4]]  # at the run's threshold, where `predict` decides
+    assert m["confusion_threshold"] == 0.35
     assert "at_threshold" not in evaluate_predictions(Y, probs, CLASSES, threshold=0.5, n_boot=0)
 
 
@@ -202,7 +208,8 @@ def test_summary_lines():
     assert "  TP 4  TN 3  FP 3  FN 0 (positive = PNEUMONIA)" in lines
     assert "at threshold 0.350:" in lines
     multi = summary_lines(evaluate_predictions(Y3, PROBS3, ["a", "b", "c"], n_boot=0))
-    assert multi[0] == "accuracy 0.700"
+    assert multi[0] == "accuracy 0.700 (95% CI 0.348-0.933)"  # exact, even without a bootstrap
+    assert multi[1] == "macro_sensitivity 0.694"
     assert "c: sensitivity 0.750  specificity 0.833  f1 0.750" in multi
 
 
@@ -214,7 +221,94 @@ def test_write_metrics_json_writes_nan_as_null(tmp_path):
     def refuse(name):
         raise AssertionError(f"non-standard JSON constant {name}")
     loaded = json.loads(path.read_text(), parse_constant=refuse)
-    assert loaded["at_0.5"]["sensitivity"] == {"value": pytest.approx(2 / 3), "ci95": [None, None]}
+    assert loaded["at_0.5"]["sensitivity"] == {"value": pytest.approx(2 / 3), "ci95": pytest.approx(
+        list(proportion_ci(2, 3))), "ci_method": "exact", "count": [2, 3]}  # exact even without a bootstrap
+    assert loaded["at_0.5"]["f1"]["ci95"] == [None, None]
     assert loaded["at_0.5"]["tp"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporary left behind
-    assert "accuracy 0.750" in [line.strip() for line in summary_lines(loaded)]  # reads its own JSON
+    assert any(line.strip().startswith("accuracy 0.750 (95% CI") for line in summary_lines(loaded))  # reads its JSON
+
+
+def test_proportions_get_exact_intervals_never_of_zero_width():
+    # 135 of 135 negatives right: the bootstrap would say 1.000-1.000, the binomial 0.973-1.000
+    y = np.r_[np.zeros(135, int), np.ones(50, int)]
+    p = np.r_[np.full(135, 0.1), np.full(45, 0.9), np.full(5, 0.2)]
+    m = evaluate_predictions(y, np.c_[1 - p, p], CLASSES, n_boot=50)
+    spec = m["at_0.5"]["specificity"]
+    assert spec["value"] == 1.0 and spec["ci_method"] == "exact" and spec["count"] == [135, 135]
+    assert spec["ci95"][0] == pytest.approx(0.973, abs=5e-4) and spec["ci95"][1] == 1.0
+    assert m["at_0.5"]["sensitivity"]["ci95"] == pytest.approx(list(proportion_ci(45, 50)))
+    assert m["at_0.5"]["accuracy"]["count"] == [180, 185]
+    assert m["at_0.5"]["roc_auc"]["ci_method"] == "bootstrap"
+    assert m["intervals"]["proportions"].startswith("exact binomial (Clopper-Pearson)")
+    assert m["intervals"]["others"] == "percentile bootstrap, 50 resamples of the 185 images, stratified by class"
+
+
+def test_worked_clopper_pearson_values_of_the_issue():
+    assert proportion_ci(132, 135) == pytest.approx((0.936, 0.995), abs=5e-4)
+
+
+def test_auc_bootstrap_resamples_patients_stratified_by_class():
+    # 8 patients of 5 near-identical images each: a patient's images move together, so the interval is
+    # wider than one that takes the 40 images as independent
+    rng = np.random.default_rng(0)
+    patients = np.repeat(["a", "b", "c", "d", "e", "f", "g", "h"], 5)
+    y = np.repeat([0, 0, 0, 0, 1, 1, 1, 1], 5)
+    p = np.clip(np.repeat([0.1, 0.5, 0.3, 0.7, 0.4, 0.8, 0.6, 0.9], 5) + rng.normal(0, 0.01, 40), 0, 1)
+    by_patient = evaluate_predictions(y, np.c_[1 - p, p], CLASSES, n_boot=300, groups=list(patients))
+    by_image = evaluate_predictions(y, np.c_[1 - p, p], CLASSES, n_boot=300)
+    lo_p, hi_p = by_patient["at_0.5"]["roc_auc"]["ci95"]
+    lo_i, hi_i = by_image["at_0.5"]["roc_auc"]["ci95"]
+    assert hi_p - lo_p > hi_i - lo_i
+    assert by_patient["intervals"]["others"] == ("percentile bootstrap, 300 resamples of the 8 patients, "
+                                                 "stratified by class")
+
+
+def test_stratified_patient_resamples_keep_the_class_mix_and_whole_patients():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    groups = ["p1", "p1", "p2", "p3", None, None]  # no id: an image is its own patient
+    seen = []
+    bootstrap_ci(lambda yy, s: seen.append((yy.copy(), s.copy())) or {"n": 0.0}, y, np.arange(6.0), n_boot=50,
+                 groups=groups, stratify=True)
+    for yy, s in seen:
+        assert np.sum(yy == 1) == 3  # three positive patients of one image each, drawn three times
+        assert np.sum(s == 0) == np.sum(s == 1)  # p1's two images together
+        assert len(yy) >= 4
+
+
+def test_multiclass_proportions_are_exact():
+    m = evaluate_predictions(Y3, PROBS3, ["a", "b", "c"], n_boot=0)
+    assert m["overall"]["accuracy"]["ci95"] == pytest.approx(list(proportion_ci(7, 10)))
+    assert m["per_class"]["c"]["sensitivity"]["ci95"] == pytest.approx(list(proportion_ci(3, 4)))
+    assert m["per_class"]["c"]["sensitivity"]["ci_method"] == "exact"
+    assert m["overall"]["macro_f1"]["ci_method"] == "bootstrap"
+
+
+def test_threshold_for_sensitivity_is_the_most_specific_that_keeps_it():
+    # positives 0.35, 0.55, 0.8, 0.9: sensitivity >= 0.75 needs 3 of 4 at or above: 0.55
+    assert threshold_for_sensitivity(Y, P, 0.75) == 0.55
+    assert threshold_for_sensitivity(Y, P, 0.95) == 0.35
+    assert binary_metrics(Y, P, threshold_for_sensitivity(Y, P, 0.95))["sensitivity"] == 1.0
+
+
+def test_threshold_for_specificity_is_the_most_sensitive_that_keeps_it():
+    # negatives 0.1 .. 0.7: specificity >= 0.8 needs 5 of 6 below: above 0.6, the next score is 0.7
+    t = threshold_for_specificity(Y, P, 0.8)
+    assert t == 0.7
+    assert binary_metrics(Y, P, t)["specificity"] == pytest.approx(5 / 6)
+    t = threshold_for_specificity(Y, P, 0.95)  # all 6 below: above 0.7, the next score is 0.8
+    assert t == 0.8 and binary_metrics(Y, P, t)["specificity"] == 1.0
+
+
+def test_operating_threshold_names_its_method():
+    assert operating_threshold(Y, P, ("youden", None)) == (choose_threshold(Y, P), "Youden's J on the validation split")
+    assert operating_threshold(Y, P, ("threshold", 0.3)) == (0.3, "fixed threshold 0.3")
+    assert operating_threshold(Y, P, ("sensitivity", 0.95))[1] == "sensitivity >= 0.95 on the validation split"
+
+
+def test_threshold_table_assumes_the_data_prevalence():
+    table = threshold_table(Y, P, 0.35)
+    assert table["prevalence"] == pytest.approx(0.4)
+    rows = {r["threshold"]: r for r in table["rows"]}
+    assert 0.35 in rows and rows[0.35]["run_threshold"] and not rows[0.5]["run_threshold"]
+    assert (rows[0.5]["sensitivity"], rows[0.5]["ppv"], rows[0.5]["npv"]) == pytest.approx((0.75, 0.6, 0.8))

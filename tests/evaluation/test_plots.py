@@ -125,3 +125,19 @@ def test_plot_roc_and_pr_multiclass(tmp_path):
 def test_plot_roc_needs_both_classes(tmp_path):
     with pytest.raises(DataError, match="only one class"):
         plot_roc([1, 1], [[0.2, 0.8], [0.3, 0.7]], ["NORMAL", "PNEUMONIA"], tmp_path / "roc.png")
+
+
+def test_plot_reliability_shows_before_and_after(tmp_path, monkeypatch):
+    from ultrasonic.evaluation.calibration import calibration_report
+
+    legends, titles = [], []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out: (
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()]),
+        titles.append(fig.axes[0].get_title()), real_save(fig, out)))
+    report = calibration_report(Y, np.c_[1 - P, P], 2.0)
+    plots.plot_reliability(report, tmp_path / "reliability.png")
+    assert legends[0] == ["perfect calibration", f"before: T = 1, ECE {report['before']['ece']:.3f}",
+                          f"after: T = 2.00, ECE {report['after']['ece']:.3f}"]
+    assert titles[0] == "Reliability diagram (15 equal-width bins)"
+    assert_png(tmp_path / "reliability.png")

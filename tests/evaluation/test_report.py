@@ -39,6 +39,8 @@ def test_binary_report(tmp_path, png):
     lo, hi = metrics["at_0.5"]["sensitivity"]["ci95"]
     assert f"{lo:.3f} &ndash; {hi:.3f}" in html
     assert "<tr><td>TP</td><td>3</td><td>4</td></tr>" in html  # TP at 0.5, then at 0.35
+    assert "Confusion matrix at threshold 0.350" in html  # where predict decides, named
+    assert "<td>NORMAL</td><td>3</td><td>3</td>" in html  # at 0.35: TN 3, FP 3
     assert "<tr><td>FN</td><td>1</td><td>0</td></tr>" in html
     assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in html
     assert "http" not in html.lower() and "<link" not in html
@@ -82,3 +84,21 @@ def test_missing_image_is_a_clear_error(tmp_path):
     with pytest.raises(UltrasonicError, match="image not found"):
         write_report(tmp_path / "r.html", "t", metrics, {"ROC": tmp_path / "missing.png"}, {})
     assert not (tmp_path / "r.html").exists()
+
+
+def test_binary_report_has_threshold_table_intervals_and_calibration(tmp_path):
+    from ultrasonic.evaluation.calibration import calibration_report
+
+    metrics = evaluate_predictions(Y, np.c_[1 - P, P], ["NORMAL", "PNEUMONIA"], threshold=0.35, n_boot=20)
+    metrics["calibration"] = calibration_report(Y, np.c_[1 - P, P], 1.5)
+    write_metrics_json(tmp_path / "metrics.json", metrics)
+    write_report(tmp_path / "r.html", "t", json.loads((tmp_path / "metrics.json").read_text()), {}, {})
+    html = (tmp_path / "r.html").read_text()
+    assert "PPV and NPV assume a prevalence of 0.400" in html
+    assert "<tr><td>0.350 (run)</td><td>1.000</td><td>0.500</td>" in html  # sensitivity 4/4, specificity 3/6
+    assert "<tr><td>0.500</td><td>0.750</td><td>0.667</td><td>0.600</td><td>0.800</td></tr>" in html
+    assert "exact binomial (Clopper-Pearson)" in html
+    assert "percentile bootstrap, 20 resamples of the 10 images, stratified by class" in html
+    before, after = metrics["calibration"]["before"]["ece"], metrics["calibration"]["after"]["ece"]
+    assert f"<tr><td>ECE</td><td>{before:.3f}</td><td>{after:.3f}</td></tr>" in html
+    assert "15 equal-width bins" in html and "T = 1.500" in html

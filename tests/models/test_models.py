@@ -9,6 +9,7 @@ import pytest
 from ultrasonic.models.augment import RandomAffine
 from ultrasonic.config import load_config
 from ultrasonic.models import build_model, training_model
+from ultrasonic.models.build import logit_model, with_temperature
 from ultrasonic.models.preprocess import VGGPreprocess, vgg_preprocess
 from ultrasonic.inference.engines import load_model
 
@@ -70,7 +71,7 @@ def test_delivered_network_has_no_augmentation_and_the_training_model_shares_its
     assert network.input.dtype == model.input.dtype == "uint8"
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype("uint8")
     assert np.array_equal(np.asarray(model(x, training=False)), np.asarray(network(x, training=False)))
-    bias = network.get_layer("probability").bias
+    bias = network.get_layer("logits").bias
     bias.assign(bias.numpy() + 1.0)  # a change to the network is a change to the training model
     assert np.array_equal(np.asarray(model(x, training=False)), np.asarray(network(x, training=False)))
     assert {id(v) for v in network.weights} == {id(v) for v in model.weights}
@@ -161,3 +162,17 @@ def test_a_model_saved_with_the_earlier_custom_layers_still_loads(tmp_path):
     old.save(tmp_path / "old.keras")
     x = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
     assert np.array_equal(np.asarray(load_model(tmp_path / "old.keras")(x)), np.asarray(old(x)))
+
+
+def test_the_temperature_divides_the_logits_and_keeps_the_weights():
+    cfg = load_config(overrides={"image_size": 32, "width": 8})
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype("uint8")
+    for n_classes in (2, 3):
+        network = build_model(cfg, n_classes)
+        assert [l.name for l in network.layers][-3:] == ["logits", "temperature", "probability"]
+        calibrated = with_temperature(network, 2.0)
+        z = np.asarray(logit_model(network)(x, training=False), dtype=float)
+        expected = 1 / (1 + np.exp(-z / 2)) if n_classes == 2 else np.exp(z / 2) / np.exp(z / 2).sum(1, keepdims=True)
+        assert np.allclose(np.asarray(calibrated(x, training=False)), expected, atol=1e-6)
+        assert {id(v) for v in network.weights} == {id(v) for v in calibrated.weights}
+        assert calibrated.get_layer("temperature").scale == 0.5 and network.get_layer("temperature").scale == 1.0

@@ -1,4 +1,4 @@
-"""evaluate: a run + a split (or new data) -> clinical metrics with 95 % CIs, plots and an HTML report.
+"""evaluate: a run + a split (or new data) -> clinical metrics with 95 % CIs, calibration, plots and an HTML report.
 
     metrics = evaluate("runs/cxr")                      # the run's own test split
     metrics = evaluate("runs/cxr", "other_hospital/")   # all images of another folder
@@ -16,8 +16,9 @@ import numpy as np
 from ultrasonic.config import load_config
 from ultrasonic.data.dataset import Dataset, load_dataset
 from ultrasonic.errors import ConfigError, DataError, RunError
+from ultrasonic.evaluation.calibration import calibration_report
 from ultrasonic.evaluation.metrics import evaluate_predictions, write_metrics_json
-from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_roc
+from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_reliability, plot_roc
 from ultrasonic.evaluation.report import write_report
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.rundir import SPLITS, EvalDir, RunDir
@@ -40,7 +41,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", 
     positive = predictor.classes.index(predictor.positive_class) if predictor.positive_class else 1
     metrics = evaluate_predictions(y, probs, predictor.classes, threshold=predictor.threshold
                                    if len(predictor.classes) == 2 else None,
-                                   positive_index=positive, n_boot=n_boot, seed=0)
+                                   positive_index=positive, n_boot=n_boot, seed=0,
+                                   groups=_patients(ds, indices))
+    metrics["calibration"] = calibration_report(y, probs, predictor.meta.temperature or 1.0)
     metrics["evaluated_on"] = where
     out = EvalDir(out) if out else run.evaluation
     _write_outputs(out, run, predictor, metrics, y, probs, positive, where)
@@ -70,6 +73,12 @@ def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tu
     return ds, ds.indices(split), f"{data} [{split} split]"
 
 
+def _patients(ds: Dataset, indices: np.ndarray) -> list[str | None] | None:
+    """The patient of each evaluated image, or None when no image has one (the bootstrap then takes images)."""
+    patients = [ds.patients[i] for i in indices]
+    return patients if any(patients) else None
+
+
 def _trained_on(run: RunDir) -> str:
     """The data the run was trained on: an absolute path, whatever the working folder was."""
     data = run.read_meta().data
@@ -93,15 +102,20 @@ def _write_outputs(out: EvalDir, run: RunDir, predictor: Predictor, metrics: dic
     classes = predictor.classes
     write_metrics_json(out.metrics, metrics)
     images = {"Confusion matrix": out.confusion_matrix, "ROC curve": out.roc, "Precision-recall curve": out.pr}
-    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), metrics.get("confusion_labels", classes),
-                          images["Confusion matrix"])
     threshold = predictor.threshold if len(classes) == 2 else None
+    title = f"Confusion matrix at threshold {threshold:.3f}" if threshold is not None else "Confusion matrix"
+    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), metrics.get("confusion_labels", classes),
+                          images["Confusion matrix"], title=title)
     plot_roc(y, probs, classes, images["ROC curve"], positive_index=positive, threshold=threshold)
     plot_pr(y, probs, classes, images["Precision-recall curve"], positive_index=positive)
+    images["Reliability diagram"] = out.reliability
+    plot_reliability(metrics["calibration"], out.reliability)
     if run.curves.exists():
         images["Training curves"] = run.curves
     info = {"run": str(run.path), "model id": predictor.model_id, "preset": predictor.meta.preset,
             "evaluated on": where, "images": len(y), "classes": ", ".join(classes),
             "threshold": f"{predictor.threshold:.3f} ({predictor.meta.threshold_method})",
+            "temperature": f"{predictor.meta.temperature:.3f} (fitted on the validation split)"
+            if predictor.meta.temperature else "none (a run from before calibration)",
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_report(out.report, f"ultrasonic evaluation: {run.path.name}", metrics, images, info)

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from ultrasonic.atomic import write_json
-from ultrasonic.evaluation.intervals import bootstrap_ci, is_number
+from ultrasonic.evaluation.intervals import bootstrap_ci, is_number, n_groups, proportion_ci
 from ultrasonic.errors import ConfigError, DataError
 
 # Rates reported with a confidence interval; tp/tn/fp/fn are reported as plain counts.
@@ -33,6 +33,17 @@ PER_CLASS_RATES = ("sensitivity", "specificity", "precision", "npv", "f1", "roc_
 OVERALL_RATES = (
     "accuracy", "macro_sensitivity", "macro_specificity", "macro_precision", "macro_f1", "macro_roc_auc",
 )
+# The proportions, as (successes, trials) of the confusion counts: they get exact binomial intervals.
+PROPORTIONS = {
+    "accuracy": lambda tp, tn, fp, fn: (tp + tn, tp + tn + fp + fn),
+    "sensitivity": lambda tp, tn, fp, fn: (tp, tp + fn),
+    "specificity": lambda tp, tn, fp, fn: (tn, tn + fp),
+    "precision": lambda tp, tn, fp, fn: (tp, tp + fp),
+    "npv": lambda tp, tn, fp, fn: (tn, tn + fn),
+}
+EXACT = "exact binomial (Clopper-Pearson), from the counts"
+# The thresholds of the report's threshold table, besides the run's own.
+TABLE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 # --- input checks ---------------------------------------------------------------------------
@@ -214,6 +225,54 @@ def choose_threshold(y_true: Any, p_pos: Any) -> float:
     return float(np.clip(chosen, 0.0, 1.0))
 
 
+def threshold_for_sensitivity(y_true: Any, p_pos: Any, target: float) -> float:
+    """The highest threshold whose sensitivity is at least `target`: the most specific that keeps it.
+
+        threshold_for_sensitivity(y_val, p_val, 0.95)   # screening: miss at most 1 in 20
+    """
+    y, p = _check_binary(y_true, p_pos)
+    positives = np.sort(p[y == 1])[::-1]
+    if len(positives) == 0:
+        raise DataError("cannot choose a threshold for a sensitivity: the validation split has no positive image")
+    needed = max(1, math.ceil(target * len(positives) - 1e-9))  # positives at or above the threshold
+    return float(positives[needed - 1])
+
+
+def threshold_for_specificity(y_true: Any, p_pos: Any, target: float) -> float:
+    """The lowest threshold whose specificity is at least `target`: the most sensitive that keeps it.
+
+    The threshold is the next score above the last negative that must stay below it
+    (so that image is the first called positive), or just above it if none is higher.
+    """
+    y, p = _check_binary(y_true, p_pos)
+    negatives = np.sort(p[y == 0])
+    if len(negatives) == 0:
+        raise DataError("cannot choose a threshold for a specificity: the validation split has no negative image")
+    below = math.ceil(target * len(negatives) - 1e-9)  # negatives strictly below the threshold
+    if below == 0:
+        return float(max(0.0, p.min()))
+    highest_below = negatives[below - 1]
+    above = p[p > highest_below]
+    return float(above.min()) if len(above) else float(min(1.0, np.nextafter(highest_below, np.inf)))
+
+
+def operating_threshold(y_true: Any, p_pos: Any, point: tuple[str, float | None]) -> tuple[float, str]:
+    """(threshold, how it was chosen) for an operating point of config.parse_operating_point.
+
+        operating_threshold(y_val, p_val, ("sensitivity", 0.95))   # (0.21, "sensitivity >= 0.95 on ...")
+    """
+    kind, value = point
+    if kind == "youden":
+        return choose_threshold(y_true, p_pos), "Youden's J on the validation split"
+    if kind == "sensitivity":
+        return threshold_for_sensitivity(y_true, p_pos, value), f"sensitivity >= {value:g} on the validation split"
+    if kind == "specificity":
+        return threshold_for_specificity(y_true, p_pos, value), f"specificity >= {value:g} on the validation split"
+    if kind == "threshold":
+        return float(value), f"fixed threshold {value:g}"
+    raise ConfigError(f"operating point {kind!r} is not one of youden, sensitivity=, specificity=, threshold=")
+
+
 # --- the metrics.json object ----------------------------------------------------------------
 
 
@@ -225,63 +284,123 @@ def evaluate_predictions(
     positive_index: int = 1,
     n_boot: int = 1000,
     seed: int = 0,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """All metrics of one split, with 95% bootstrap intervals: the content of eval/metrics.json.
+    """All metrics of one split, with 95% intervals: the content of eval/metrics.json.
 
     y_true: class indices (N,); probs: class probabilities (N, K). With two classes the
     task is binary (positive = classes[positive_index]) and metrics are given at 0.5 and,
-    if `threshold` is given and differs, at that threshold too. n_boot=0 skips the
-    bootstrap (every ci95 is [nan, nan]).
+    if `threshold` is given and differs, at that threshold too; the confusion matrix is
+    at `threshold` (the one `predict` decides at). Proportions (accuracy, sensitivity,
+    specificity, precision, npv) get exact binomial intervals; the others (f1, AUCs,
+    macro means) the percentile bootstrap, of `groups` (patient ids, one per case) when
+    given, stratified by class. n_boot=0 skips the bootstrap (those ci95 are [nan, nan]).
     """
     y, p = _check_multiclass(y_true, probs, classes)
     if n_boot < 0:
         raise ConfigError(f"n_boot must be >= 0; got {n_boot}")
     counts = {name: int(np.sum(y == i)) for i, name in enumerate(classes)}
-    common = {"n": len(y), "classes": list(classes), "counts": counts}
+    boot = _Bootstrap(n_boot, seed, groups)
+    common = {"n": len(y), "classes": list(classes), "counts": counts,
+              "intervals": {"level": 0.95, "proportions": EXACT, "others": boot.method(len(y))}}
     if len(classes) == 2:
-        return _evaluate_binary(y, p, list(classes), threshold, positive_index, n_boot, seed, common)
-    return _evaluate_multiclass(y, p, list(classes), n_boot, seed, common)
+        return _evaluate_binary(y, p, list(classes), threshold, positive_index, boot, common)
+    return _evaluate_multiclass(y, p, list(classes), boot, common)
+
+
+class _Bootstrap:
+    """The bootstrap settings of one evaluation: how many resamples, the seed, the patients."""
+
+    def __init__(self, n_boot: int, seed: int, groups: Sequence[Any] | None):
+        self.n_boot, self.seed, self.groups = n_boot, seed, groups
+
+    def __call__(self, metric_fn, y: np.ndarray, scores: np.ndarray) -> dict[str, tuple[float, float]]:
+        if self.n_boot == 0:
+            return {}
+        return bootstrap_ci(metric_fn, y, scores, n_boot=self.n_boot, seed=self.seed, groups=self.groups,
+                            stratify=True)
+
+    def method(self, n: int) -> str:
+        if self.n_boot == 0:
+            return "none (n_boot = 0)"
+        what = f"{n_groups(self.groups, n)} patients" if self.groups is not None else f"{n} images"
+        return f"percentile bootstrap, {self.n_boot} resamples of the {what}, stratified by class"
 
 
 def _evaluate_binary(
     y: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None,
-    positive_index: int, n_boot: int, seed: int, common: dict[str, Any],
+    positive_index: int, boot: _Bootstrap, common: dict[str, Any],
 ) -> dict[str, Any]:
     if positive_index not in (0, 1):
         raise ConfigError(f"positive_index must be 0 or 1 for two classes; got {positive_index}")
     y_pos, p_pos = (y == positive_index).astype(int), probs[:, positive_index]
     result = {"task": "binary", **common, "positive_class": classes[positive_index]}
-    result["at_0.5"] = _binary_block(y_pos, p_pos, 0.5, n_boot, seed)
+    result["at_0.5"] = _binary_block(y_pos, p_pos, 0.5, boot)
     if threshold is not None and threshold != 0.5:
-        result["at_threshold"] = _binary_block(y_pos, p_pos, float(threshold), n_boot, seed)
-    at_half = result["at_0.5"]
+        result["at_threshold"] = _binary_block(y_pos, p_pos, float(threshold), boot)
+    decided = result.get("at_threshold", result["at_0.5"])  # where `predict` decides
     # Rows are true [negative, positive], columns predicted, whatever positive_index is.
-    result["confusion_matrix"] = [[at_half["tn"], at_half["fp"]], [at_half["fn"], at_half["tp"]]]
+    result["confusion_matrix"] = [[decided["tn"], decided["fp"]], [decided["fn"], decided["tp"]]]
+    result["confusion_threshold"] = decided["threshold"]
     result["confusion_labels"] = [classes[1 - positive_index], classes[positive_index]]
+    result["threshold_table"] = threshold_table(y_pos, p_pos, threshold)
     return result
 
 
-def _binary_block(y_pos: np.ndarray, p_pos: np.ndarray, threshold: float, n_boot: int, seed: int) -> dict:
-    """{rate: {"value", "ci95"}} plus plain tp/tn/fp/fn and the threshold."""
+def threshold_table(y_pos: Any, p_pos: Any, threshold: float | None = None) -> dict[str, Any]:
+    """Sensitivity, specificity, PPV and NPV at several thresholds, and the prevalence PPV and NPV assume.
+
+    PPV and NPV depend on how common the disease is: they hold for data with this
+    data's prevalence (positives / images), not for a clinic with another.
+    """
+    y, p = _check_binary(y_pos, p_pos)
+    cuts = sorted({*TABLE_THRESHOLDS, *([float(threshold)] if threshold is not None else [])})
+    rows = []
+    for t in cuts:
+        m = binary_metrics(y, p, t)
+        rows.append({"threshold": t, "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+                     "ppv": m["precision"], "npv": m["npv"], "run_threshold": threshold is not None and t == threshold})
+    return {"prevalence": float(y.mean()), "rows": rows}
+
+
+def _binary_block(y_pos: np.ndarray, p_pos: np.ndarray, threshold: float, boot: _Bootstrap) -> dict:
+    """{rate: {"value", "ci95", "ci_method"}} plus plain tp/tn/fp/fn and the threshold."""
     point = binary_metrics(y_pos, p_pos, threshold)
-    ci = _maybe_bootstrap(lambda y, s: binary_metrics(y, s, threshold), y_pos, p_pos, n_boot, seed)
-    block: dict[str, Any] = {name: _value_ci(point[name], ci.get(name)) for name in BINARY_RATES}
+    ci = boot(lambda y, s: binary_metrics(y, s, threshold), y_pos, p_pos)
+    counts = tuple(point[name] for name in CONFUSION_COUNTS)
+    block: dict[str, Any] = {name: _interval(point[name], ci.get(name), PROPORTIONS.get(name), counts)
+                             for name in BINARY_RATES}
     block.update({name: point[name] for name in CONFUSION_COUNTS})
     block["threshold"] = threshold
     return block
 
 
+def _interval(value: float, ci: tuple[float, float] | None, proportion: Callable | None,
+              counts: tuple[int, int, int, int]) -> dict[str, Any]:
+    """{"value", "ci95", "ci_method"}: exact for a proportion of the counts, else the bootstrap's."""
+    if proportion is None:
+        return {**_value_ci(value, ci), "ci_method": "bootstrap"}
+    successes, trials = proportion(*counts)
+    return {"value": float(value), "ci95": list(proportion_ci(successes, trials)), "ci_method": "exact",
+            "count": [int(successes), int(trials)]}
+
+
 def _evaluate_multiclass(
-    y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int, seed: int, common: dict[str, Any],
+    y: np.ndarray, probs: np.ndarray, classes: list[str], boot: _Bootstrap, common: dict[str, Any],
 ) -> dict[str, Any]:
     point = multiclass_metrics(y, probs, classes)
-    ci = _maybe_bootstrap(lambda yy, pp: _flat_multiclass(yy, pp, classes), y, probs, n_boot, seed)
-    overall = {name: _value_ci(point[name], ci.get(name)) for name in OVERALL_RATES}
-    per_class = {
-        name: {rate: _value_ci(point["per_class"][name][rate], ci.get(f"per_class.{i}.{rate}"))
-               for rate in PER_CLASS_RATES}
-        for i, name in enumerate(classes)
-    }
+    ci = boot(lambda yy, pp: _flat_multiclass(yy, pp, classes), y, probs)
+    cm = np.asarray(point["confusion_matrix"])
+    overall = {name: _value_ci(point[name], ci.get(name)) | {"ci_method": "bootstrap"} for name in OVERALL_RATES}
+    overall["accuracy"] = _interval(point["accuracy"], None, PROPORTIONS["accuracy"],
+                                    (int(np.trace(cm)), 0, len(y) - int(np.trace(cm)), 0))
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = int(cm[i, i])
+        fn, fp = int(cm[i].sum()) - tp, int(cm[:, i].sum()) - tp
+        counts = (tp, len(y) - tp - fn - fp, fp, fn)
+        per_class[name] = {rate: _interval(point["per_class"][name][rate], ci.get(f"per_class.{i}.{rate}"),
+                                           PROPORTIONS.get(rate), counts) for rate in PER_CLASS_RATES}
     return {"task": "multiclass", **common, "overall": overall, "per_class": per_class,
             "confusion_matrix": point["confusion_matrix"]}
 
@@ -293,13 +412,6 @@ def _flat_multiclass(y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -
     for i, name in enumerate(classes):
         flat.update({f"per_class.{i}.{rate}": v for rate, v in m["per_class"][name].items()})
     return flat
-
-
-def _maybe_bootstrap(
-    metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, Any]],
-    y: np.ndarray, scores: np.ndarray, n_boot: int, seed: int,
-) -> dict[str, tuple[float, float]]:
-    return bootstrap_ci(metric_fn, y, scores, n_boot=n_boot, seed=seed) if n_boot > 0 else {}
 
 
 def _value_ci(value: float, ci: tuple[float, float] | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Figures for a run: training curves, confusion matrix, ROC and precision-recall curves.
+"""Figures for a run: training curves, confusion matrix, ROC and precision-recall curves, reliability diagram.
 
 Every figure is drawn off-screen (Agg backend, no display needed), written
 atomically as PNG and closed, so a long evaluation never leaks figures:
@@ -6,6 +6,7 @@ atomically as PNG and closed, so a long evaluation never leaks figures:
     plot_history(run / "history.csv", run / "eval" / "history.png")
     plot_confusion_matrix(metrics["confusion_matrix"], classes, run / "eval" / "confusion.png")
     plot_roc(y_true, probs, classes, run / "eval" / "roc.png", threshold=0.37)
+    plot_reliability(metrics["calibration"], run / "eval" / "reliability.png")
 """
 
 from __future__ import annotations
@@ -191,3 +192,34 @@ def plot_pr(
         ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall curve",
                xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(loc="lower left")
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+
+def plot_reliability(calibration: dict[str, Any], out_png: Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin, before and after temperature scaling.
+
+    `calibration` is metrics.json's block (evaluation/calibration.py calibration_report):
+    its bins, bins_before, temperature and ECEs. A calibrated model lies on the diagonal;
+    dots are sized by how many images their bin holds.
+    """
+    with _figure(out_png) as (_, axes):
+        ax = axes[0, 0]
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        series = [("bins_before", "before", f"T = 1", "tab:orange"),
+                  ("bins", "after", f"T = {calibration['temperature']:.2f}", "tab:blue")]
+        for key, when, label, color in series:
+            rows = [r for r in calibration[key] if r["count"]]
+            if not rows:
+                continue
+            total = sum(r["count"] for r in rows)
+            ece = format_metric(calibration[when]["ece"])
+            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], color=color, alpha=0.8,
+                    label=f"{when}: {label}, ECE {ece}")
+            ax.scatter([r["confidence"] for r in rows], [r["accuracy"] for r in rows], color=color,
+                       s=[20 + 200 * r["count"] / total for r in rows])
+        ax.set(xlabel="confidence (largest class probability)", ylabel="accuracy (share right)",
+               title=f"Reliability diagram ({len(calibration['bins'])} equal-width bins)",
+               xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.legend(loc="upper left")

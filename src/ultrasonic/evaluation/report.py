@@ -1,4 +1,5 @@
-"""A one-file HTML report of an evaluation: run info, metrics with 95% CIs, confusion counts, figures.
+"""A one-file HTML report of an evaluation: run info, metrics with 95% CIs (and how each was computed),
+confusion counts, a threshold table, calibration before and after, figures.
 
 The file is self-contained (inline CSS, images as base64 data URIs, no scripts,
 no links), so it can be mailed or archived and still open years later:
@@ -48,7 +49,8 @@ def write_report(
     images: caption -> image file (PNG, JPEG or SVG), shown in that order;
     info: label -> value rows of the first table (run, model, data, split, n images, date, ...).
     """
-    body = [f"<h1>{escape(title)}</h1>", _info_section(info), _metrics_section(metrics), _images_section(images)]
+    body = [f"<h1>{escape(title)}</h1>", _info_section(info), _metrics_section(metrics),
+            _intervals_section(metrics), _calibration_section(metrics), _images_section(images)]
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -110,14 +112,52 @@ def _binary_section(metrics: Mapping[str, Any]) -> str:
     counts = [[name.upper(), *(str(b[name]) for b in blocks)] for name in CONFUSION_COUNTS]
     labels = metrics.get("confusion_labels", metrics["classes"])
     positive = escape(str(metrics["positive_class"]))
+    at = metrics.get("confusion_threshold", 0.5)  # metrics.json of before it named its threshold: 0.5
     return (
         f"<h2>Metrics</h2>\n<p>{metrics['n']} images; positive class = {positive}.</p>\n"
         + _table(header, rates)
         + "\n<h2>Confusion counts</h2>\n"
         + _table(["count", *(h for h in header[1::2])], counts)
-        + "\n<p>Confusion matrix at threshold 0.5:</p>\n"
+        + f"\n<p>Confusion matrix at threshold {at:.3f} (the threshold <code>predict</code> decides at):</p>\n"
         + _matrix_table(metrics["confusion_matrix"], labels)
+        + _threshold_table(metrics.get("threshold_table"))
     )
+
+
+def _threshold_table(table: Mapping[str, Any] | None) -> str:
+    """Sensitivity, specificity, PPV, NPV at several thresholds, with the prevalence PPV and NPV assume."""
+    if not table:
+        return ""
+    rows = [[f"{r['threshold']:.3f}" + (" (run)" if r.get("run_threshold") else ""),
+             *(format_metric(r[k]) for k in ("sensitivity", "specificity", "ppv", "npv"))] for r in table["rows"]]
+    return ("\n<h2>Threshold table</h2>\n"
+            f"<p>PPV and NPV assume a prevalence of {format_metric(table['prevalence'])} (the share of positive "
+            "images in the evaluated data); at another prevalence they differ, sensitivity and specificity "
+            "do not.</p>\n" + _table(["threshold", "sensitivity", "specificity", "PPV", "NPV"], rows))
+
+
+def _intervals_section(metrics: Mapping[str, Any]) -> str:
+    """How each 95% interval was computed."""
+    intervals = metrics.get("intervals")
+    if not intervals:
+        return ""
+    return ("<h2>Intervals</h2>\n<p>95% intervals. Accuracy, sensitivity, specificity, precision (PPV) and NPV: "
+            f"{escape(intervals['proportions'])}. F1, the AUCs and the macro means: "
+            f"{escape(intervals['others'])}.</p>")
+
+
+def _calibration_section(metrics: Mapping[str, Any]) -> str:
+    """ECE, Brier score and log loss before (T = 1) and after temperature scaling."""
+    calibration = metrics.get("calibration")
+    if not calibration:
+        return ""
+    rows = [[name, format_metric(calibration["before"][key]), format_metric(calibration["after"][key])]
+            for key, name in (("ece", "ECE"), ("brier", "Brier score"), ("log_loss", "log loss"))]
+    return ("<h2>Calibration</h2>\n"
+            f"<p>Temperature scaling, T = {calibration['temperature']:.3f} (fitted on the validation split). "
+            f"ECE over {escape(calibration['ece_binning'])}; Brier score: "
+            f"{escape(calibration['brier_definition'])}. Lower is better for all three.</p>\n"
+            + _table(["measure", "before (T = 1)", f"after (T = {calibration['temperature']:.3f})"], rows))
 
 
 def _multiclass_section(metrics: Mapping[str, Any]) -> str:

@@ -4,9 +4,9 @@ The model is cut at the target layer into `features` (image -> feature map A)
 and `head` (A -> class logits), so the gradient is taken with respect to A
 itself: TensorFlow watches A on a GradientTape, JAX differentiates the head's
 stateless call. Both run with training=False (no augmentation, no dropout,
-moving statistics). The score is the class *logit* (pre-sigmoid/softmax)
-when the output layer is a Dense with that activation: a saturated
-probability (p = 1.0 in float32) would give an all-zero gradient.
+moving statistics). The score is the class *logit* (pre-sigmoid/softmax,
+before the temperature, which only scales it): a saturated probability
+(p = 1.0 in float32) would give an all-zero gradient.
 
     a, grads = conv_output_and_grad(model, images_uint8, "s3b_relu", class_index=None)
 """
@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from ultrasonic.errors import UltrasonicError
+from ultrasonic.models.build import LOGITS
 
 BACKENDS = ("tensorflow", "jax")
 # model -> {layer: (features, head, dense)}; an entry goes when its model is garbage-collected.
@@ -59,12 +60,19 @@ def _split(model: keras.Model, layer: str):
 
 
 def _build_split(model: keras.Model, layer: str):
-    """(features, head, dense): image -> A, A -> logits (or probabilities), the output Dense if used."""
+    """(features, head, dense): image -> A, A -> logits (or probabilities), the output Dense if used.
+
+    A network of models/build.py has its logits as a layer ("logits", before the
+    temperature): the head ends there. An older one ends in a Dense with a
+    sigmoid or softmax, whose logits `_scores` computes from the Dense's weights.
+    """
     target = model.get_layer(layer)
+    features = keras.Model(model.inputs[0], target.output)  # one input, not a list: called with one array
+    if any(l.name == LOGITS for l in model.layers):
+        return features, keras.Model(target.output, model.get_layer(LOGITS).output), None
     last = model.layers[-1]
     linear = isinstance(last, keras.layers.Dense) and last.activation in (
         keras.activations.sigmoid, keras.activations.softmax)
-    features = keras.Model(model.inputs[0], target.output)  # one input, not a list: called with one array
     head = keras.Model(target.output, last.input if linear else model.outputs[0])
     return features, head, (last if linear else None)
 

@@ -2,6 +2,12 @@
 
     network = build_model(cfg, n_classes=2)     # uint8 image -> preprocessing -> backbone -> head
     model = training_model(network, cfg)        # the same layers, with the augmentation in front
+    calibrated = with_temperature(network, 1.7) # the same layers, probabilities of logits / 1.7
+
+The head is Dense "logits" (linear) -> Rescaling "temperature" (1 / T) ->
+Activation "probability" (sigmoid or softmax): T is 1 while training, and
+`train` bakes the temperature fitted on the validation split into model.keras,
+so every engine made from it returns calibrated probabilities.
 
 The network is what a run delivers (model.keras): built-in Keras layers only,
 so plain Keras loads it without ultrasonic. The augmentation (RandomAffine, a
@@ -14,6 +20,7 @@ import keras
 from keras import layers
 
 from ultrasonic.config import Config
+from ultrasonic.errors import UltrasonicError
 from ultrasonic.models.applications import application_backbone
 from ultrasonic.models.augment import RandomAffine
 from ultrasonic.models.compact import compact_backbone
@@ -24,6 +31,7 @@ from ultrasonic.models.seed import seed_backbone, seed_head
 
 # The layer the augmentation goes in front of: the first that turns pixels into numbers for the backbone.
 PREPROCESS = "preprocess"
+LOGITS, TEMPERATURE = "logits", "temperature"  # the head's linear output and its 1 / T scaling
 
 
 def build_model(cfg: Config, n_classes: int) -> keras.Model:
@@ -64,13 +72,34 @@ def training_model(network: keras.Model, cfg: Config) -> keras.Model:
     return model
 
 
+def with_temperature(network: keras.Model, temperature: float) -> keras.Model:
+    """`network` whose probabilities are those of logits / temperature: the same layers and weights.
+
+    Rescaling keeps its scale in its config, not in a weight, so the layer is
+    replaced (a built-in layer: model.keras still loads in plain Keras); every
+    other layer is `network`'s own, called again.
+    """
+    if temperature <= 0 or not float(temperature) < float("inf"):
+        raise UltrasonicError(f"a temperature must be a positive finite number; got {temperature!r}")
+    scaled = layers.Rescaling(1.0 / float(temperature), dtype="float32", name=TEMPERATURE)
+    model = keras.models.clone_model(
+        network, clone_function=lambda layer: scaled if layer.name == TEMPERATURE else layer)
+    model.name = network.name
+    return model
+
+
+def logit_model(network: keras.Model) -> keras.Model:
+    """image -> the head's logits (before temperature and activation): what temperature scaling fits."""
+    return keras.Model(network.inputs[0], network.get_layer(LOGITS).output, name=f"{network.name}_logits")
+
+
 def preprocessing_of(cfg: Config) -> str:
     """The preprocessing setting, with 'auto' resolved: what the network's weights expect."""
     return _resolve(cfg.model, cfg.preprocessing)
 
 
 def _classifier(x, n_classes: int):
-    # float32 output even under a mixed-precision policy, for stable losses and probabilities
-    if n_classes == 2:
-        return layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
-    return layers.Dense(n_classes, activation="softmax", dtype="float32", name="probability")(x)
+    # float32 even under a mixed-precision policy, for stable losses and probabilities
+    x = layers.Dense(1 if n_classes == 2 else n_classes, dtype="float32", name=LOGITS)(x)
+    x = layers.Rescaling(1.0, dtype="float32", name=TEMPERATURE)(x)  # 1 / T, set by `train` (with_temperature)
+    return layers.Activation("sigmoid" if n_classes == 2 else "softmax", dtype="float32", name="probability")(x)

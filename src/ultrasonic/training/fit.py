@@ -13,7 +13,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,14 +24,17 @@ keras = require_keras("training")  # first: without a backend one error naming t
 import numpy as np
 
 from ultrasonic import __version__
-from ultrasonic.config import Config, load_config, save_config
+from ultrasonic.config import Config, load_config, parse_operating_point, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
-from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
+from ultrasonic.evaluation.calibration import calibration_metrics, fit_temperature, uncalibrated
+from ultrasonic.evaluation.metrics import binary_metrics, operating_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array
+from ultrasonic.atomic import atomic_path
 from ultrasonic.models import build_model, training_model
+from ultrasonic.models.build import logit_model, with_temperature
 from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
 from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
@@ -93,11 +96,13 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
         # the batches with Python's global `random`, which differs between one device and several.
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                   callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
-    best = load_model(run.model)
-    threshold, val_metrics = _operating_point(best, ds, cfg)
+    best, calibration = _calibrate(load_model(run.model), ds, run)
+    threshold, method, val_metrics = _operating_point(best, ds, cfg)
     seconds = time.perf_counter() - start
     best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
-    run.write_meta(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds))
+    run.write_meta(replace(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds),
+                           threshold_method=method, operating_point=cfg.operating_point if method != "argmax"
+                           else None, temperature=calibration["temperature"], calibration=calibration))
     plot_history(run.history, run.curves)
     clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
     log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
@@ -199,21 +204,44 @@ def _callbacks(cfg: Config, run: RunDir, start: float,
     return callbacks + [TrainingBackup(run.backup)] + pause_callbacks()  # [] outside the interruption test
 
 
-def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, dict]:
-    """Threshold by Youden's J on the validation split (binary); 0.5 kept for reference."""
+def _calibrate(network: keras.Model, ds: Dataset, run: RunDir) -> tuple[keras.Model, dict]:
+    """Fit one temperature on the validation logits and bake it into model.keras (temperature scaling).
+
+    The logits come before the temperature layer, so a resumed run that calibrates
+    again fits the same temperature: calibrating twice is calibrating once.
+    """
+    idx = ds.indices("val")
+    logits = predict_array(logit_model(network), ds.images, idx)
+    logits = logits[:, 1:] if network.output_shape[-1] == 1 else logits  # predict_array's [1 - z, z]: z
+    y = ds.labels[idx]
+    temperature = fit_temperature(logits, y)
+    calibrated = with_temperature(network, temperature)
+    with atomic_path(run.model) as tmp:
+        calibrated.save(tmp)
+    after = predict_array(calibrated, ds.images, idx)
+    before, after = calibration_metrics(y, uncalibrated(after, temperature)), calibration_metrics(y, after)
+    log.info("train: temperature %.3f fitted on the validation split; ECE %.4f -> %.4f, log loss %.4f -> %.4f",
+             temperature, before["ece"], after["ece"], before["log_loss"], after["log_loss"])
+    return calibrated, {"temperature": round(temperature, 6), "method": "temperature scaling (NLL)",
+                        "fitted_on": f"validation split ({len(idx)} images)", "before": before, "after": after}
+
+
+def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, str, dict]:
+    """(threshold, how it was chosen, validation metrics): the setting's operating point on the
+    validation split's calibrated probabilities (binary); argmax for more classes."""
     idx = ds.indices("val")
     probs = predict_array(model, ds.images, idx)
     if len(ds.classes) != 2:
         accuracy = float((probs.argmax(1) == ds.labels[idx]).mean())
-        return 0.5, {"accuracy": accuracy}
+        return 0.5, "argmax", {"accuracy": accuracy}
     positive = positive_index(cfg, ds.classes)
     y = (ds.labels[idx] == positive).astype(int)
     p = probs[:, positive]
-    threshold = choose_threshold(y, p)
+    threshold, method = operating_threshold(y, p, parse_operating_point(cfg.operating_point))
     metrics = binary_metrics(y, p, threshold)
-    log.info("train: validation ROC-AUC %.4f; threshold %.3f (Youden's J) gives sensitivity %.3f, "
-             "specificity %.3f", metrics["roc_auc"], threshold, metrics["sensitivity"], metrics["specificity"])
-    return threshold, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
+    log.info("train: validation ROC-AUC %.4f; threshold %.3f (%s) gives sensitivity %.3f, specificity %.3f",
+             metrics["roc_auc"], threshold, method, metrics["sensitivity"], metrics["specificity"])
+    return threshold, method, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
 
 
 def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
@@ -228,7 +256,6 @@ def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: 
         channels=cfg.channels,
         input=INPUT,
         threshold=threshold,
-        threshold_method="Youden's J on the validation split" if binary else "argmax",
         validation=val_metrics,
         best_epoch=best_epoch,
         train_seconds=round(seconds, 1),
