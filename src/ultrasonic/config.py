@@ -27,6 +27,7 @@ from typing import Any, Callable
 import yaml
 
 from ultrasonic.errors import ConfigError
+from ultrasonic.inference.ood import DEFAULT_METHOD, METHODS
 from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS, compact_filters, norm_groups
 from ultrasonic.training.devices import parse_devices
 
@@ -167,6 +168,11 @@ class Config:
     allow_leakage: bool = setting(False, help="train even if an image or patient is in two splits", flag=True)
     drop_duplicates: bool = setting(False, help="take train images identical to a val/test image out of "
                                                 "train (listed in data_report.json)", flag=True)
+    # the out-of-distribution gate fitted at the end of training (inference/ood.py, docs/trust.md)
+    ood_method: str = setting(DEFAULT_METHOD, METHODS, "score that decides whether an image is like the "
+                                                       "training images", flag=True)
+    ood_false_rejection: float = setting(0.01, "(0, 0.5)", "share of validation images the gate may refuse; "
+                                                           "sets its threshold (0.01 = 1 %)", flag=True)
     # housekeeping
     seed: int = setting(42, "[0, 4294967295]", "random seed of splits, shuffling and augmentation", flag=True)
     cache_dir: str | None = setting(None, help="decoded-image cache", flag=True,

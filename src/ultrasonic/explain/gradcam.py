@@ -165,9 +165,9 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
     if not good:
         return rows
     images = np.stack([decoded[i] for i in good])
-    for i, row in zip(good, predictor.rows([chunk[i] for i in good], predictor.predict_proba(images))):
+    for i, row in zip(good, predictor.rows([chunk[i] for i in good], *predictor.predict_scored(images))):
         rows[i] = row
-    for class_name in {rows[i]["class"] for i in good}:
+    for class_name in {rows[i]["class"] for i in good} - {None}:  # None: not like the training images, no class
         picked = [i for i in good if rows[i]["class"] == class_name]
         maps = gradcam(predictor.model, np.stack([decoded[i] for i in picked]),
                        predictor.classes.index(class_name), layer)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,8 @@ from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
 from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
 from ultrasonic.evaluation.plots import plot_history
-from ultrasonic.inference.engines import load_model, predict_array
+from ultrasonic.inference.engines import load_model, predict_array, predict_with_features, scoring_model
+from ultrasonic.inference.ood import fit_gate
 from ultrasonic.models import build_model, training_model
 from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
@@ -95,9 +97,10 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
                   callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
     best = load_model(run.model)
     threshold, val_metrics = _operating_point(best, ds, cfg)
+    ood = _fit_ood_gate(best, ds, cfg, run)
     seconds = time.perf_counter() - start
     best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
-    run.write_meta(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds))
+    run.write_meta(dataclasses.replace(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds), ood=ood))
     plot_history(run.history, run.curves)
     clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
     log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
@@ -214,6 +217,25 @@ def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[floa
     log.info("train: validation ROC-AUC %.4f; threshold %.3f (Youden's J) gives sensitivity %.3f, "
              "specificity %.3f", metrics["roc_auc"], threshold, metrics["sensitivity"], metrics["specificity"])
     return threshold, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
+
+
+def _fit_ood_gate(model: keras.Model, ds: Dataset, cfg: Config, run: RunDir) -> dict:
+    """The out-of-distribution gate (inference/ood.py): Mahalanobis statistics of the training images'
+    features, a threshold per score on the validation split; statistics to ood.npz, the rest to meta.json."""
+    scoring = scoring_model(model)
+    train_idx, val_idx = ds.indices("train"), ds.indices("val")
+    _, train_features = predict_with_features(scoring, ds.images, train_idx)
+    val_probs, val_features = predict_with_features(scoring, ds.images, val_idx)
+    gate = fit_gate(train_features, ds.labels[train_idx], len(ds.classes), val_probs, val_features,
+                    cfg.ood_method, cfg.ood_false_rejection)
+    gate.save(run.ood)
+    refused = float(np.mean(gate.scores(val_probs, val_features) > gate.threshold))
+    log.info("train: OOD gate %s, threshold %.4g refuses %.1f %% of the validation images (target %.1f %%)",
+             gate.method, gate.threshold, 100 * refused, 100 * cfg.ood_false_rejection)
+    return {"method": gate.method, "thresholds": gate.thresholds, "false_rejection": cfg.ood_false_rejection,
+            "validation_false_rejection": round(refused, 4), "file": run.ood.name,
+            "fitted_on": {"train": len(train_idx), "val": len(val_idx)},
+            "score": "higher = less like the training images; above the threshold = out of distribution"}
 
 
 def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
