@@ -32,7 +32,7 @@ from ultrasonic.errors import DataError
 from ultrasonic.evaluation.metrics import binary_metrics, choose_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array, predict_with_features, scoring_model
-from ultrasonic.inference.ood import fit_gate
+from ultrasonic.inference.ood import DEFAULT_METHOD, fit_gate
 from ultrasonic.models import build_model, training_model
 from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
@@ -220,19 +220,26 @@ def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[floa
 
 
 def _fit_ood_gate(model: keras.Model, ds: Dataset, cfg: Config, run: RunDir) -> dict:
-    """The out-of-distribution gate (inference/ood.py): Mahalanobis statistics of the training images'
-    features, a threshold per score on the validation split; statistics to ood.npz, the rest to meta.json."""
+    """The out-of-distribution gate of the run (inference/ood.py), fitted on its train and val splits."""
+    return fit_ood_gate(model, ds.images, ds.labels, ds.indices("train"), ds.indices("val"), len(ds.classes),
+                        run, cfg.ood_method, cfg.ood_false_rejection)
+
+
+def fit_ood_gate(model: keras.Model, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
+                 val_idx: np.ndarray, n_classes: int, run: RunDir, method: str = DEFAULT_METHOD,
+                 false_rejection: float = 0.01) -> dict:
+    """Mahalanobis statistics of the training images' features, a threshold per score on the validation
+    images; the statistics go to run.ood (ood.npz), and the block for meta.json's `ood` is returned."""
     scoring = scoring_model(model)
-    train_idx, val_idx = ds.indices("train"), ds.indices("val")
-    _, train_features = predict_with_features(scoring, ds.images, train_idx)
-    val_probs, val_features = predict_with_features(scoring, ds.images, val_idx)
-    gate = fit_gate(train_features, ds.labels[train_idx], len(ds.classes), val_probs, val_features,
-                    cfg.ood_method, cfg.ood_false_rejection)
+    _, train_features = predict_with_features(scoring, images, train_idx)
+    val_probs, val_features = predict_with_features(scoring, images, val_idx)
+    gate = fit_gate(train_features, labels[train_idx], n_classes, val_probs, val_features, method,
+                    false_rejection)
     gate.save(run.ood)
     refused = float(np.mean(gate.scores(val_probs, val_features) > gate.threshold))
     log.info("train: OOD gate %s, threshold %.4g refuses %.1f %% of the validation images (target %.1f %%)",
-             gate.method, gate.threshold, 100 * refused, 100 * cfg.ood_false_rejection)
-    return {"method": gate.method, "thresholds": gate.thresholds, "false_rejection": cfg.ood_false_rejection,
+             gate.method, gate.threshold, 100 * refused, 100 * false_rejection)
+    return {"method": gate.method, "thresholds": gate.thresholds, "false_rejection": false_rejection,
             "validation_false_rejection": round(refused, 4), "file": run.ood.name,
             "fitted_on": {"train": len(train_idx), "val": len(val_idx)},
             "score": "higher = less like the training images; above the threshold = out of distribution"}
