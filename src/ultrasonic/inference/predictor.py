@@ -124,7 +124,7 @@ class Predictor:
             for row, score, inside in zip(rows, ood_scores, decision(ood_scores, self.gate.threshold)):
                 row["ood_score"], row["in_distribution"] = round(float(score), 6), bool(inside)
                 if not inside:
-                    row["message"] = f"{MESSAGE} (OOD score {score:.4g} above {self.gate.threshold:.4g})"
+                    row["message"] = f"{MESSAGE} (OOD score {row['ood_score']:.4g} above {self.gate.threshold:.4g})"
                     if self.ood == "abstain":
                         row["class"] = None
         return rows
