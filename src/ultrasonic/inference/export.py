@@ -65,7 +65,9 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
     names = (model.inputs[0].name, OUTPUT_NAME) if format == "onnx" else (None, None)
     contract = input_contract(meta, *names)
     if format == "onnx":
-        _export_onnx(scoring_model(model), out, {**info, "input_contract": contract})
+        scoring = scoring_model(model)
+        scoring(np.zeros((1, height, width, meta.channels), dtype=np.uint8))  # this view too must have been called
+        _export_onnx(scoring, out, {**info, "input_contract": contract})
     else:
         _export_savedmodel(model, out)
     write_json(sidecar_path(out), {**info, "format": format, "file": out.name, "ultrasonic": __version__,
