@@ -72,7 +72,7 @@ def test_no_module_is_over_400_lines():
 
 def test_the_top_level_has_only_the_shared_modules():
     flat = sorted(p.stem for p in SRC.glob("*.py"))
-    assert flat == ["__init__", "atomic", "backend", "cli", "config", "errors", "lazy", "pause", "rundir"]
+    assert flat == ["__init__", "atomic", "backend", "cli", "config", "errors", "lazy", "pause", "rundir", "validate"]
 
 
 def test_no_public_name_of_a_package_is_also_one_of_its_modules():

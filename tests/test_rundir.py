@@ -12,8 +12,8 @@ from ultrasonic.rundir import CARRIED, META_FORMAT, EvalDir, RunDir, RunMeta, si
 
 # The keys `train` writes, in its order: users and scripts read meta.json as JSON.
 TRAIN_KEYS = ["format", "model_id", "task", "classes", "positive_class", "image_size", "channels", "input",
-              "threshold", "threshold_method", "operating_point", "temperature", "calibration", "validation", "best_epoch", "train_seconds", "preset", "data",
-              "backend", "versions", "created"]
+              "threshold", "threshold_method", "operating_point", "temperature", "calibration", "validation",
+              "best_epoch", "train_seconds", "preset", "data", "backend", "versions", "created", "ood"]
 
 
 def full_meta() -> RunMeta:

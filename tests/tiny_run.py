@@ -20,15 +20,16 @@ REAL_DATA = SHARED_DATA
 
 
 def make_run(path: Path, preset: str = "default", size: int = 32, channels: int = 1,
-             classes: tuple[str, ...] = ("normal", "pneumonia"), threshold: float = 0.5, seed: int = 0) -> Path:
-    """A loadable run at `path`: model.keras of `preset`'s network, untrained, and its meta.json."""
+             classes: tuple[str, ...] = ("normal", "pneumonia"), threshold: float = 0.5, seed: int = 0,
+             model: str | None = None) -> Path:
+    """A loadable run at `path`: model.keras of `preset`'s network (or `model`'s), untrained, and its meta.json."""
     import keras
 
     from ultrasonic.config import load_config
     from ultrasonic.models import build_model
 
     keras.utils.set_random_seed(seed)
-    cfg = load_config(preset, overrides=dict(image_size=size, channels=channels, width=16, seed=seed))
+    cfg = load_config(preset, overrides=dict(image_size=size, channels=channels, width=16, seed=seed, model=model))
     path.mkdir(parents=True, exist_ok=True)
     build_model(cfg, len(classes)).save(path / "model.keras")
     meta = {"format": 1, "model_id": hashlib.sha256((path / "model.keras").read_bytes()).hexdigest()[:16],

@@ -9,7 +9,6 @@ ULTRASONIC_DEBUG=1) asks for the whole chain.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -167,7 +166,17 @@ def _add_predict(sub) -> None:
     p.add_argument("--resume", action="store_true", help="with --out: skip the files already in the CSV")
     p.add_argument("--shard", metavar="K/N",
                    help="with --out: only the K-th of N stable shards of the files (default: all files)")
+    _add_ood_option(p)
     p.set_defaults(func=_predict)
+
+
+def _add_ood_option(p: argparse.ArgumentParser) -> None:
+    from ultrasonic.inference.ood import ACTIONS
+
+    p.add_argument("--ood", choices=ACTIONS, default=None,
+                   help="an image unlike the training images (the run's out-of-distribution gate): abstain "
+                        "(default: no class, says 'not like the training images'), warn (class kept, flagged) "
+                        "or off (no gate)")
 
 
 def _add_export(sub) -> None:
@@ -203,6 +212,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--engine", choices=ENGINES,
                    help="keras (default; with heat maps) or onnx: RUN_DIR/model.onnx through ONNX Runtime, "
                         "no TensorFlow needed, no heat maps (make it with `ultrasonic export`)")
+    _add_ood_option(p)
     p.set_defaults(func=_serve)
 
 
@@ -232,21 +242,24 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
+    from ultrasonic.inference.output import print_rows
     from ultrasonic.inference.predictor import Predictor
 
     if args.cam and args.engine != "keras":
         raise ConfigError("--cam needs the keras engine: heat maps come from the model's gradients")
     if (args.resume or args.shard) and not args.out:
         raise ConfigError("--resume and --shard go with --out CSV")
+    ood = args.ood or "abstain"
     if args.out:
-        return _predict_to_csv(args, Predictor(args.run_dir, engine=args.engine))
+        return _predict_to_csv(args, Predictor(args.run_dir, engine=args.engine, ood=ood))
     if args.cam:
         from ultrasonic.explain.gradcam import explain_files
 
-        rows = explain_files(Predictor(args.run_dir), args.paths, args.cam)
+        rows = explain_files(Predictor(args.run_dir, ood=ood), args.paths, args.cam)
     else:
-        rows = Predictor(args.run_dir, engine=args.engine).predict_files(args.paths, batch_size=args.batch_size)
-    {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
+        rows = Predictor(args.run_dir, engine=args.engine, ood=ood).predict_files(args.paths,
+                                                                                  batch_size=args.batch_size)
+    print_rows(rows, args.format)
     return _say_errors(rows)
 
 
@@ -278,52 +291,23 @@ def _export(args) -> int:
 
 
 def _explain(args) -> int:
+    from ultrasonic.inference.output import print_rows
+
     from ultrasonic.explain.gradcam import explain_files
     from ultrasonic.inference.predictor import Predictor
 
     rows = explain_files(Predictor(args.run_dir), args.paths, args.out, layer=args.layer)
-    {"json": _print_json, "csv": _print_csv, "table": _print_table}[args.format](rows)
+    print_rows(rows, args.format)
     return _say_errors(rows)
 
 
 def _serve(args) -> int:
     from ultrasonic.serve import ServeSettings, serve
 
-    given = {k: getattr(args, k) for k in ("token", "db", "max_upload_mb", "max_pixels", "engine")}
+    given = {k: getattr(args, k) for k in ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood")}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     serve(args.run_dir, args.host, args.port, settings)
     return 0
-
-
-def _print_json(rows: list[dict]) -> None:
-    print(json.dumps(rows, indent=2))
-
-
-def _print_csv(rows: list[dict]) -> None:
-    from ultrasonic.inference.batch import csv_header, csv_row  # the columns of `predict --out CSV` too
-
-    classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
-    cam = any("cam" in r for r in rows)
-    writer = csv.writer(sys.stdout)
-    writer.writerow(csv_header(classes, cam))
-    writer.writerows(csv_row(r, classes, cam) for r in rows)
-
-
-def _print_table(rows: list[dict]) -> None:
-    classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
-    width = max([len("file")] + [len(r["file"]) for r in rows])
-    cam = "  cam" if any("cam" in r for r in rows) else ""
-    print(f"{'file':<{width}}  {'class':<12}" + "".join(f"  p({c})"[:14].rjust(14) for c in classes) + cam)
-    for r in rows:
-        note = f"  (note: {r['note']})" if "note" in r else ""
-        if "error" in r:
-            print(f"{r['file']:<{width}}  ERROR: {r['error']}{note}")
-            continue
-        probs = "".join(f"{r['probabilities'][c]:14.4f}" for c in classes)
-        print(f"{r['file']:<{width}}  {r['class']:<12}{probs}" + (f"  {r['cam']}" if "cam" in r else "") + note)
-    threshold = next((r.get("threshold") for r in rows if r.get("threshold") is not None), None)
-    if threshold is not None:
-        print(f"(threshold {threshold:.3f} on p({classes[1] if len(classes) > 1 else ''}))")
 
 
 def _add_bench(sub) -> None:

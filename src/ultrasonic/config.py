@@ -28,6 +28,8 @@ import yaml
 
 from ultrasonic.data.quality import MIN_DYNAMIC_RANGE, MIN_IMAGE_SIDE
 from ultrasonic.errors import ConfigError
+from ultrasonic.validate import in_range, range_words, typed_value
+from ultrasonic.inference.ood import DEFAULT_METHOD, METHODS
 from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS, compact_filters, norm_groups
 from ultrasonic.training.devices import parse_devices
 
@@ -210,6 +212,11 @@ class Config:
     allow_leakage: bool = setting(False, help="train even if an image or patient is in two splits", flag=True)
     drop_duplicates: bool = setting(True, help="take train images identical to a val/test image out of "
                                                "train (listed in data_report.json; it can never leak)", flag=True)
+    # the out-of-distribution gate fitted at the end of training (inference/ood.py, docs/trust.md)
+    ood_method: str = setting(DEFAULT_METHOD, METHODS, "score that decides whether an image is like the "
+                                                       "training images", flag=True)
+    ood_false_rejection: float = setting(0.01, "(0, 0.5)", "share of validation images the gate may refuse; "
+                                                           "sets its threshold (0.01 = 1 %)", flag=True)
     # housekeeping
     seed: int = setting(42, "[0, 4294967295]", "random seed of splits, shuffling and augmentation", flag=True)
     cache_dir: str | None = setting(None, help="decoded-image cache", flag=True,
@@ -261,7 +268,7 @@ def allowed_text(f: dataclasses.Field) -> str:
     allowed = f.metadata["allowed"]
     if isinstance(allowed, tuple):
         return "one of " + ", ".join(map(str, allowed))
-    return _range_words(allowed, f.metadata["unit"]) if isinstance(allowed, str) else ""
+    return range_words(allowed, f.metadata["unit"]) if isinstance(allowed, str) else ""
 
 
 def load_config(
@@ -362,60 +369,16 @@ def _checked_value(f: dataclasses.Field, value: Any) -> Any:
         return allowed(value)
     if isinstance(allowed, tuple):
         try:
-            value = _typed(f.name, kind, value)
+            value = typed_value(f.name, kind, value)
         except ConfigError:
             pass  # a value of the wrong type is not one of the choices either: name them
         if value not in allowed or type(value) is not kind:
             raise ConfigError(f"{f.name}={value!r} is not one of {allowed}")
         return value
-    value = _typed(f.name, kind, value)
-    if isinstance(allowed, str) and not _in_range(value, allowed):
-        raise ConfigError(f"{f.name} must be {_range_words(allowed, f.metadata['unit'])}, got {value!r}")
+    value = typed_value(f.name, kind, value)
+    if isinstance(allowed, str) and not in_range(value, allowed):
+        raise ConfigError(f"{f.name} must be {range_words(allowed, f.metadata['unit'])}, got {value!r}")
     return value
-
-
-_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
-
-
-def _typed(name: str, kind: type, value: Any) -> Any:
-    """The value as the field's type; numbers written as text (YAML reads `1e-3` as text) become numbers."""
-    problem = ConfigError(f"{name} must be {_KIND_WORDS[kind]}, got {value!r}")
-    if kind is bool or kind is str:
-        if not isinstance(value, kind):
-            raise problem
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
-            kind is int and isinstance(value, float)):
-        raise problem
-    try:
-        return kind(value)
-    except ValueError as exc:
-        raise problem from exc
-
-
-@functools.cache
-def _bounds(text: str) -> tuple[float, float, bool, bool]:
-    """"[0, 1)" -> (0.0, 1.0, low_closed=True, high_closed=False)."""
-    match = re.fullmatch(r"([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])", text)
-    if not match:
-        raise ValueError(f"not a range: {text!r}")
-    return float(match[2]), float(match[3]), match[1] == "[", match[4] == "]"
-
-
-def _in_range(value: float, text: str) -> bool:
-    low, high, low_closed, high_closed = _bounds(text)
-    above = low <= value if low_closed else low < value
-    below = value <= high if high_closed else value < high
-    return above and below  # NaN is neither
-
-
-def _range_words(text: str, unit: str) -> str:
-    low, high, low_closed, _ = _bounds(text)
-    if high != float("inf"):
-        return f"in {text}{unit}"
-    if low == 0 and not low_closed:
-        return "positive"
-    return f"{'at least' if low_closed else 'more than'} {text[1:].split(',')[0].strip()}{unit}"
 
 
 def _combination_problems(v: dict[str, Any]) -> list[str]:

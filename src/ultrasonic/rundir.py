@@ -11,6 +11,8 @@
     runs/<name>/model.onnx         after `ultrasonic export` (savedmodel/ with --format savedmodel),
                                    each with its sidecar JSON (model.onnx.json, savedmodel.json)
     runs/<name>/audit.sqlite       the audit log of `ultrasonic serve`
+    runs/<name>/ood.npz            the out-of-distribution gate's statistics (inference/ood.py); its
+                                   method and thresholds are meta.json's `ood` block
 
     run = RunDir("runs/cxr")
     meta = run.read_meta()         # a RunMeta, checked: RunError names the file and the key
@@ -76,6 +78,10 @@ class RunMeta:
     backend: str | None = None
     versions: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
+    # the out-of-distribution gate: {"method", "thresholds" (method -> score), "false_rejection" (the target
+    # on validation), "validation_false_rejection" (measured), "fitted_on" ({"train": n, "val": n}), "file"};
+    # None for runs made before the gate: they predict without one
+    ood: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def carried(self) -> dict[str, Any]:
@@ -214,6 +220,7 @@ class RunDir:
     onnx = property(lambda self: self.path / "model.onnx")
     savedmodel = property(lambda self: self.path / "savedmodel")
     audit = property(lambda self: self.path / "audit.sqlite")
+    ood = property(lambda self: self.path / "ood.npz")  # the OOD gate's class means and precision matrix
 
     def model_file(self, engine: str) -> Path:
         """The file `engine` loads: model.keras for Keras, model.onnx for ONNX Runtime."""

@@ -51,7 +51,8 @@ def test_csv_streams_every_file_once_with_header_and_errors(predictor, archive, 
     code = main(["predict", str(predictor.run.path), str(archive), "--out", str(out), "--batch-size", "8"])
     rows = read_rows(out)
     assert code == 1  # one unreadable file: said in the exit status
-    assert list(rows[0]) == ["file", "class", "p_normal", "p_pneumonia", "threshold", "error", "note"]
+    assert list(rows[0]) == ["file", "class", "p_normal", "p_pneumonia", "threshold", "error", "note", "ood_score",
+                            "in_distribution", "message"]
     assert [r["file"] for r in rows] == [str(f) for f in iter_paths([archive])]
     bad = [r for r in rows if r["error"]]
     assert len(bad) == 1 and bad[0]["file"].endswith("broken.png") and bad[0]["class"] == ""

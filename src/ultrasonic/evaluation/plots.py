@@ -207,7 +207,7 @@ def plot_reliability(calibration: dict[str, Any], out_png: Path) -> None:
     with _figure(out_png) as (_, axes):
         ax = axes[0, 0]
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-        series = [("bins_before", "before", f"T = 1", "tab:orange"),
+        series = [("bins_before", "before", "T = 1", "tab:orange"),
                   ("bins", "after", f"T = {calibration['temperature']:.2f}", "tab:blue")]
         for key, when, label, color in series:
             rows = [r for r in calibration[key] if r["count"]]

@@ -162,7 +162,7 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
         decoded = list(pool.map(predictor.try_read, chunk))  # a bad file is its row's error (data/contain.py)
     rows = predictor.rows_of(chunk, decoded)
     good = [i for i, d in enumerate(decoded) if d.error is None]
-    for class_name in {rows[i]["class"] for i in good}:
+    for class_name in {rows[i]["class"] for i in good} - {None}:  # None: not like the training images, no class
         picked = [i for i in good if rows[i]["class"] == class_name]
         maps = gradcam(predictor.model, np.stack([decoded[i].image for i in picked]),
                        predictor.classes.index(class_name), layer)

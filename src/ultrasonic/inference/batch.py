@@ -130,18 +130,31 @@ def _contains(keys: np.ndarray, name: str) -> bool:
     return bool(i < len(keys) and keys[i] == key)
 
 
+OOD_COLUMNS = ["ood_score", "in_distribution", "message"]  # the gate's verdict (inference/ood.py)
+
+
 def csv_header(classes: list[str], cam: bool = False) -> list[str]:
-    """The columns of every prediction CSV: file, class, p_<class>..., threshold, error, note (and cam)."""
-    return ["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", "note", *(["cam"] if cam else [])]
+    """The columns of every prediction CSV: file, class, p_<class>..., threshold, error, note, ood_score,
+    in_distribution, message (and cam). An image unlike the training images has an empty class
+    (under --ood abstain), in_distribution false and the message "not like the training images ..."."""
+    return ["file", "class", *[f"p_{c}" for c in classes], "threshold", "error", "note", *OOD_COLUMNS,
+            *(["cam"] if cam else [])]
 
 
 def csv_row(row: dict, classes: list[str], cam: bool = False) -> list:
     """One prediction row (Predictor.rows_of: a prediction or {"file", "error"}, maybe a "note") under csv_header."""
     probs = row.get("probabilities", {})
-    threshold = row.get("threshold")
-    return [row["file"], row.get("class", ""), *[probs.get(c, "") for c in classes],
-            "" if threshold is None else threshold, row.get("error", ""), row.get("note", ""),
+    ood = [_blank(row.get("ood_score")), _blank(row.get("in_distribution")), row.get("message", "")]
+    return [row["file"], _blank(row.get("class")), *[probs.get(c, "") for c in classes],
+            _blank(row.get("threshold")), row.get("error", ""), row.get("note", ""), *ood,
             *([row.get("cam", "")] if cam else [])]
+
+
+def _blank(value) -> str | float:
+    """None as an empty cell, booleans as true/false."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else value
 
 
 def _csv_line(values: list) -> str:

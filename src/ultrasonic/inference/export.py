@@ -8,7 +8,9 @@ file: preprocessing is inside it. Classes, threshold, positive class, image
 size, channels and model_id travel with it, in a sidecar JSON beside it and,
 for ONNX, in the model's own metadata_props (values JSON-encoded), with the
 input contract: how to make that uint8 tensor from a file exactly as
-ultrasonic does (contract.py). The ONNX output is named `probabilities`.
+ultrasonic does (contract.py). The ONNX output is named `probabilities`; a
+second output, `features`, holds the penultimate features (the output of the
+layer "drop_features") that the out-of-distribution gate scores (ood.py).
 
 Both formats are made by TensorFlow (tf2onnx for ONNX). Under another backend
 the export runs in a TensorFlow subprocess: the .keras file is the same under
@@ -34,6 +36,7 @@ from ultrasonic import __version__
 from ultrasonic.atomic import atomic_path, write_json
 from ultrasonic.errors import MissingExtraError, RunError
 from ultrasonic.inference.contract import OUTPUT_NAME, input_contract
+from ultrasonic.inference.engines import FEATURES_OUTPUT
 from ultrasonic.rundir import RunDir, sidecar_path
 
 log = logging.getLogger("ultrasonic")
@@ -52,7 +55,7 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
 
     if keras.backend.backend() != "tensorflow":
         return _export_in_tensorflow(run.path, format, out)
-    from ultrasonic.inference.engines import load_model
+    from ultrasonic.inference.engines import load_model, scoring_model
 
     model = load_model(run.model)
     height, width = meta.image_size
@@ -62,7 +65,9 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
     names = (model.inputs[0].name, OUTPUT_NAME) if format == "onnx" else (None, None)
     contract = input_contract(meta, *names)
     if format == "onnx":
-        _export_onnx(model, out, {**info, "input_contract": contract})
+        scoring = scoring_model(model)
+        scoring(np.zeros((1, height, width, meta.channels), dtype=np.uint8))  # this view too must have been called
+        _export_onnx(scoring, out, {**info, "input_contract": contract})
     else:
         _export_savedmodel(model, out)
     write_json(sidecar_path(out), {**info, "format": format, "file": out.name, "ultrasonic": __version__,
@@ -70,7 +75,10 @@ def export(run_dir: str | os.PathLike, format: str = "onnx", out: str | os.PathL
                                    "input": {"dtype": "uint8", "shape": [None, height, width, meta.channels],
                                              "note": "raw pixels 0-255; the model normalises itself"},
                                    "output": "class probabilities (N, K); one sigmoid unit (N, 1) for two "
-                                             "classes, p of classes[1]"})
+                                             "classes, p of classes[1]",
+                                   **({"features": f"ONNX output {FEATURES_OUTPUT!r}: the penultimate features "
+                                      "the out-of-distribution gate scores (RUN_DIR/ood.npz)"}
+                                      if format == "onnx" else {})})
     log.info("export: %s -> %s (+ %s)", run.model, out, sidecar_path(out).name)
     return out
 
@@ -87,6 +95,7 @@ def _export_onnx(model, out: Path, info: dict) -> None:
         proto = onnx.load(str(tmp))
         _rename(proto.graph, proto.graph.input[0], info["input_contract"]["tensor"]["name"])
         _rename(proto.graph, proto.graph.output[0], OUTPUT_NAME)
+        _rename(proto.graph, proto.graph.output[1], FEATURES_OUTPUT)
         for key, value in info.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)

@@ -43,7 +43,7 @@ ERRORS = {401: {"description": "token missing or wrong (only when started with -
 
 def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     """Load the run once, open the audit log, and wire the endpoints."""
-    predictor = Predictor(run_dir, max_pixels=settings.max_pixels, engine=settings.engine)
+    predictor = Predictor(run_dir, max_pixels=settings.max_pixels, engine=settings.engine, ood=settings.ood)
     service = PredictionService(predictor, AuditLog(settings.db_path(run_dir)), CamStore(settings.cam_cache),
                                 settings.max_upload_bytes)
     service.warm_up()
@@ -78,6 +78,7 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
                 "threshold": predictor.threshold if len(predictor.classes) == 2 else None,
                 "positive_class": predictor.positive_class, "task": predictor.meta.task,
                 "created": predictor.meta.created, "engine": predictor.engine.name,
+                "ood": _ood_info(predictor),
                 "metrics": _eval_metrics(predictor)}
 
     @app.post("/predict", summary="Class, probabilities and Grad-CAM of one image (PNG, JPEG, DICOM...)",
@@ -105,6 +106,14 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
     def predictions(limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> JSONResponse:
         items = service.audit.page(limit, offset)
         return JSONResponse(items, headers={"X-Total-Count": str(service.audit.count())})
+
+
+def _ood_info(predictor: Predictor) -> dict | None:
+    """The out-of-distribution gate the service applies (None: the run has none, or --ood off)."""
+    if predictor.gate is None:
+        return None
+    return {"action": predictor.ood, "method": predictor.gate.method, "threshold": predictor.gate.threshold,
+            "false_rejection": predictor.meta.ood.get("false_rejection")}
 
 
 def _eval_metrics(predictor: Predictor) -> dict | None:

@@ -35,7 +35,11 @@ CREATE TABLE IF NOT EXISTS predictions (
     client        TEXT
 )
 """
-COLUMNS = ("id", "time", "model_id", "sha256", "file", "class", "probabilities", "threshold", "client")
+# The out-of-distribution gate's verdict, added to the table above (an older log gets them on opening).
+# An image the gate refused has class '' (read back as null) and in_distribution 0.
+OOD_COLUMNS = {"ood_score": "REAL", "in_distribution": "INTEGER", "message": "TEXT"}
+COLUMNS = ("id", "time", "model_id", "sha256", "file", "class", "probabilities", "threshold", "client",
+           *OOD_COLUMNS)
 BUSY_TIMEOUT_S = 10.0
 
 
@@ -49,19 +53,23 @@ class AuditLog:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 conn.execute(SCHEMA)
+                _add_ood_columns(conn)
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"{self.path}: cannot open the audit log ({exc}); give a writable file "
                               "with --db") from exc
 
-    def record(self, *, model_id: str, sha256: str, file: str, label: str, probabilities: dict,
-               threshold: float | None, client: str | None) -> int:
-        """Write one prediction in its own transaction; return its id."""
+    def record(self, *, model_id: str, sha256: str, file: str, label: str | None, probabilities: dict,
+               threshold: float | None, client: str | None, ood_score: float | None = None,
+               in_distribution: bool | None = None, message: str | None = None) -> int:
+        """Write one prediction in its own transaction; return its id. label None: the OOD gate refused it."""
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        inside = None if in_distribution is None else int(in_distribution)
         with self._connect() as conn, conn:
             cursor = conn.execute(
-                "INSERT INTO predictions (time, model_id, sha256, file, class, probabilities, threshold, client)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now, model_id, sha256, file, label, json.dumps(probabilities), threshold, client))
+                "INSERT INTO predictions (time, model_id, sha256, file, class, probabilities, threshold, client,"
+                " ood_score, in_distribution, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, model_id, sha256, file, label or "", json.dumps(probabilities), threshold, client,
+                 ood_score, inside, message))
             return int(cursor.lastrowid)
 
     def page(self, limit: int = 50, offset: int = 0) -> list[dict]:
@@ -84,7 +92,18 @@ class AuditLog:
             conn.close()
 
 
+def _add_ood_columns(conn: sqlite3.Connection) -> None:
+    """Give a log made before the OOD gate its columns (its old rows read null there)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    for name, kind in OOD_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+
+
 def _as_dict(row: tuple) -> dict:
     item = dict(zip(COLUMNS, row))
     item["probabilities"] = json.loads(item["probabilities"])
+    item["class"] = item["class"] or None  # '' is stored for a prediction the OOD gate refused
+    if item["in_distribution"] is not None:
+        item["in_distribution"] = bool(item["in_distribution"])
     return item

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ultrasonic.errors import UploadTooLargeError
+from ultrasonic.inference.ood import MESSAGE
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.cams import CamStore
@@ -62,34 +63,39 @@ class PredictionService:
         name = (name or "upload")[:MAX_NAME]
         decoded = self.predictor.decode(data, name=name)  # sniffs the content; any decoder failure contained
         image = decoded.unwrap()  # BadImageError (a 4xx) if it is no image or the decoder failed on it
-        probs, heatmap = self._run_model(image[None], class_index=None)
-        row = self.predictor.rows([name], probs)[0]
+        probs, scores, heatmap = self._run_model(image[None], class_index=None)
+        row = self.predictor.rows([name], probs, scores)[0]
         if decoded.notes:
             row["note"] = decoded.note
-        p = row["probabilities"][row["class"]]
+        # an image the OOD gate refused has no class: its heat map (of the class the model leant to) says so
+        caption = MESSAGE if row["class"] is None else f"{row['class']} {row['probabilities'][row['class']]:.2f}"
         png = None
         if heatmap is not None:
             from ultrasonic.explain.gradcam import overlay_png
 
-            png = overlay_png(image, heatmap, f"{row['class']} {p:.2f}")  # as `ultrasonic explain` captions
+            png = overlay_png(image, heatmap, caption)  # as `ultrasonic explain` captions
         sha256 = hashlib.sha256(data).hexdigest()
         row_id = self.audit.record(model_id=self.predictor.model_id, sha256=sha256, file=name, label=row["class"],
-                                   probabilities=row["probabilities"], threshold=row["threshold"], client=client)
+                                   probabilities=row["probabilities"], threshold=row["threshold"], client=client,
+                                   ood_score=row["ood_score"], in_distribution=row["in_distribution"],
+                                   message=row.get("message"))
         if png is not None:
             self.cams.put(row_id, png)
-        log.info("prediction %d: %s -> %s (p=%.3f) for %s", row_id, name, row["class"], p, client)
+        log.info("prediction %d: %s -> %s for %s", row_id, name, row.get("message") or caption, client)
         return {"id": row_id, **row, "model_id": self.predictor.model_id, "sha256": sha256,
                 "cam_url": f"/cam/{row_id}.png" if png is not None else None}, png
 
-    def _run_model(self, images: np.ndarray, class_index: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities and, with the Keras engine, the Grad-CAM heat map of the decided class."""
+    def _run_model(self, images: np.ndarray,
+                   class_index: int | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Probabilities, OOD scores (None without a gate) and, with the Keras engine, the Grad-CAM heat
+        map of the class the model decides (before the gate)."""
         with self._model_lock:
-            probs = self.predictor.predict_proba(images, batch_size=len(images))  # no padding to 64
+            probs, scores = self.predictor.predict_scored(images, batch_size=len(images))  # no padding to 64
             if not self.explains:
-                return probs, None
+                return probs, scores, None
             from ultrasonic.explain.gradcam import gradcam  # imports Keras: only the Keras engine gets here
 
             if class_index is None:
                 class_index = self.predictor.classes.index(self.predictor.decide(probs)[0])
             heatmap = gradcam(self.predictor.model, images, class_index=class_index)[0]
-        return probs, heatmap
+        return probs, scores, heatmap

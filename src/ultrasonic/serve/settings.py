@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ultrasonic.errors import ConfigError
+from ultrasonic.inference.ood import ACTIONS as OOD_ACTIONS
 from ultrasonic.rundir import ENGINES, RunDir
 
 MAX_UPLOAD_MB = 32.0
@@ -25,6 +26,8 @@ class ServeSettings:
     cam_cache:      how many recent Grad-CAM overlays GET /cam/{id}.png can still serve
     engine:         "keras" (heat maps included) or "onnx" (the exported model.onnx through
                     ONNX Runtime: no TensorFlow or Keras loaded, no heat maps)
+    ood:            the out-of-distribution gate: "abstain" (an image unlike the training images gets
+                    no class and the message "not like the training images"), "warn" or "off"
     """
 
     token: str | None = None
@@ -33,6 +36,7 @@ class ServeSettings:
     max_pixels: int = MAX_PIXELS
     cam_cache: int = CAM_CACHE
     engine: str = "keras"
+    ood: str = "abstain"
 
     def __post_init__(self):
         if self.max_upload_mb <= 0:
@@ -41,6 +45,8 @@ class ServeSettings:
             raise ConfigError(f"--max-pixels must be positive, got {self.max_pixels}")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ood not in OOD_ACTIONS:
+            raise ConfigError(f"--ood must be one of {', '.join(OOD_ACTIONS)}, got {self.ood!r}")
         if self.cam_cache < 1:
             raise ConfigError(f"cam_cache must be at least 1, got {self.cam_cache}")
         if self.token is not None and not self.token.strip():

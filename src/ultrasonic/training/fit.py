@@ -31,7 +31,8 @@ from ultrasonic.errors import DataError
 from ultrasonic.evaluation.calibration import calibration_metrics, fit_temperature, uncalibrated
 from ultrasonic.evaluation.metrics import binary_metrics, operating_threshold
 from ultrasonic.evaluation.plots import plot_history
-from ultrasonic.inference.engines import load_model, predict_array
+from ultrasonic.inference.engines import load_model, predict_array, predict_with_features, scoring_model
+from ultrasonic.inference.ood import DEFAULT_METHOD, fit_gate
 from ultrasonic.atomic import atomic_path
 from ultrasonic.models import build_model, training_model
 from ultrasonic.models.build import logit_model, with_temperature
@@ -98,11 +99,12 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
                   callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
     best, calibration = _calibrate(load_model(run.model), ds, run)
     threshold, method, val_metrics = _operating_point(best, ds, cfg)
+    ood = _fit_ood_gate(best, ds, cfg, run)  # on the calibrated model: MSP and energy read its probabilities
     seconds = time.perf_counter() - start
     best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
     run.write_meta(replace(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds),
                            threshold_method=method, operating_point=cfg.operating_point if method != "argmax"
-                           else None, temperature=calibration["temperature"], calibration=calibration))
+                           else None, temperature=calibration["temperature"], calibration=calibration, ood=ood))
     plot_history(run.history, run.curves)
     clear_backup(run.backup)  # last: until here a resume skips straight to these final steps
     log.info("train: done in %.0f s; best epoch %d; run directory %s", seconds, best_epoch, run.path)
@@ -242,6 +244,32 @@ def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[floa
     log.info("train: validation ROC-AUC %.4f; threshold %.3f (%s) gives sensitivity %.3f, specificity %.3f",
              metrics["roc_auc"], threshold, method, metrics["sensitivity"], metrics["specificity"])
     return threshold, method, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
+
+
+def _fit_ood_gate(model: keras.Model, ds: Dataset, cfg: Config, run: RunDir) -> dict:
+    """The out-of-distribution gate of the run (inference/ood.py), fitted on its train and val splits."""
+    return fit_ood_gate(model, ds.images, ds.labels, ds.indices("train"), ds.indices("val"), len(ds.classes),
+                        run, cfg.ood_method, cfg.ood_false_rejection)
+
+
+def fit_ood_gate(model: keras.Model, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
+                 val_idx: np.ndarray, n_classes: int, run: RunDir, method: str = DEFAULT_METHOD,
+                 false_rejection: float = 0.01) -> dict:
+    """Mahalanobis statistics of the training images' features, a threshold per score on the validation
+    images; the statistics go to run.ood (ood.npz), and the block for meta.json's `ood` is returned."""
+    scoring = scoring_model(model)
+    _, train_features = predict_with_features(scoring, images, train_idx)
+    val_probs, val_features = predict_with_features(scoring, images, val_idx)
+    gate = fit_gate(train_features, labels[train_idx], n_classes, val_probs, val_features, method,
+                    false_rejection)
+    gate.save(run.ood)
+    refused = float(np.mean(gate.scores(val_probs, val_features) > gate.threshold))
+    log.info("train: OOD gate %s, threshold %.4g refuses %.1f %% of the validation images (target %.1f %%)",
+             gate.method, gate.threshold, 100 * refused, 100 * false_rejection)
+    return {"method": gate.method, "thresholds": gate.thresholds, "false_rejection": false_rejection,
+            "validation_false_rejection": round(refused, 4), "file": run.ood.name,
+            "fitted_on": {"train": len(train_idx), "val": len(val_idx)},
+            "score": "higher = less like the training images; above the threshold = out of distribution"}
 
 
 def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
