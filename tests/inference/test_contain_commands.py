@@ -90,7 +90,7 @@ def test_predict_csv_and_table_give_one_row_per_file(run, folder, capsys, fmt):
     assert code == 1 and "Traceback" not in err
     if fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(out)))
-        assert list(rows[0])[-2:] == ["error", "note"]
+        assert list(rows[0])[-5:] == ["error", "note", "ood_score", "in_distribution", "message"]
         check_rows(rows, folder)
     else:
         lines = out.splitlines()
