@@ -99,7 +99,8 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
                   callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
     best, calibration = _calibrate(load_model(run.model), ds, run)
     threshold, method, val_metrics = _operating_point(best, ds, cfg)
-    ood = _fit_ood_gate(best, ds, cfg, run)  # on the calibrated model: MSP and energy read its probabilities
+    # the calibrated model.keras as predict loads it (one graph; `best` shares layers with the uncalibrated one)
+    ood = _fit_ood_gate(load_model(run.model), ds, cfg, run)
     seconds = time.perf_counter() - start
     best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
     run.write_meta(replace(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds),
