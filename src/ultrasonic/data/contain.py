@@ -16,12 +16,11 @@ The decoder's notes (its warnings, a first frame taken) come along as the file's
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ultrasonic.data.io import MAX_PIXELS, Source, read_image_with_notes
+from ultrasonic.data.io import MAX_PIXELS, Source, read_image_with_notes, source_label
 from ultrasonic.errors import BadImageError, UndecodableImageError
 
 MAX_TEXT = 300  # characters of one exception or warning message
@@ -49,7 +48,7 @@ class Decoded:
 def decode_contained(source: Source, size: int | tuple[int, int] | None = None, channels: int = 3, *,
                      name: str | None = None, max_pixels: int = MAX_PIXELS, **limits: int) -> Decoded:
     """read_image with every failure of the file turned into its BadImageError; never raises for a file."""
-    label = name or (os.fspath(source) if not isinstance(source, bytes) else "<bytes>")
+    label = source_label(source, name)
     try:  # read_image_with_notes collects the decoder's warnings per thread (data/notes.py)
         decoded = read_image_with_notes(source, size, channels, name=name, max_pixels=max_pixels, **limits)
     except MemoryError:

@@ -86,7 +86,7 @@ def read_image(
     decoded = read_image_with_notes(source, size, channels, name=name, max_pixels=max_pixels,
                                     min_image_side=min_image_side, min_dynamic_range=min_dynamic_range)
     for note in decoded.notes:
-        log.info("%s: %s", _label(source, name), note)
+        log.info("%s: %s", source_label(source, name), note)
     return decoded.image
 
 
@@ -101,7 +101,7 @@ def read_image_with_notes(
     min_dynamic_range: int = MIN_DYNAMIC_RANGE,
 ) -> Decoded:
     """Like read_image, and the notes about the file returned rather than logged (module docstring)."""
-    label = _label(source, name)
+    label = source_label(source, name)
     _check_channels(channels)
     notes: list[str] = []
     try:
@@ -115,7 +115,8 @@ def read_image_with_notes(
     return Decoded(array, tuple(notes))
 
 
-def _label(source: Source, name: str | None) -> str:
+def source_label(source: Source, name: str | None) -> str:
+    """How messages name a source: the name given, else the path; bytes without a name are "<bytes>"."""
     return name or (os.fspath(source) if not isinstance(source, bytes) else "<bytes>")
 
 
