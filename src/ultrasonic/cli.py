@@ -233,7 +233,7 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from ultrasonic.evaluation.evaluate import evaluate
-    from ultrasonic.evaluation.metrics import summary_lines
+    from ultrasonic.evaluation.summary import summary_lines
 
     metrics = evaluate(args.run_dir, args.data, args.split, out=args.out, n_boot=args.n_boot)
     print("\n".join(summary_lines(metrics)))
@@ -340,7 +340,7 @@ def _bench(args) -> int:
 
 def _demo(args) -> int:
     from ultrasonic.evaluation.evaluate import evaluate
-    from ultrasonic.evaluation.metrics import summary_lines
+    from ultrasonic.evaluation.summary import summary_lines
     from ultrasonic.training.fit import train
 
     result = train("demo", args.out, overwrite=True, **{**DEMO_SETTINGS, "epochs": args.epochs})

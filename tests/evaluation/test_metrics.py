@@ -10,19 +10,15 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ultrasonic.errors import ConfigError, DataError
-from ultrasonic.evaluation.intervals import proportion_ci
-from ultrasonic.evaluation.metrics import (
-    binary_metrics,
-    bootstrap_ci,
+from ultrasonic.evaluation.intervals import bootstrap_ci, proportion_ci
+from ultrasonic.evaluation.metrics import binary_metrics, multiclass_metrics
+from ultrasonic.evaluation.summary import evaluate_predictions, summary_lines, write_metrics_json
+from ultrasonic.evaluation.thresholds import (
     choose_threshold,
-    evaluate_predictions,
-    multiclass_metrics,
     operating_threshold,
-    summary_lines,
     threshold_for_sensitivity,
     threshold_for_specificity,
     threshold_table,
-    write_metrics_json,
 )
 
 # Ten cases, 4 positive. At 0.5: TP 3 (0.55, 0.8, 0.9), FN 1 (0.35), FP 2 (0.6, 0.7), TN 4.

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ultrasonic.errors import UltrasonicError
-from ultrasonic.evaluation.metrics import evaluate_predictions, write_metrics_json
+from ultrasonic.evaluation.summary import evaluate_predictions, write_metrics_json
 from ultrasonic.evaluation.report import write_report
 
 Y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])

@@ -17,7 +17,7 @@ from ultrasonic.config import load_config
 from ultrasonic.data.dataset import Dataset, load_dataset
 from ultrasonic.errors import ConfigError, DataError, RunError
 from ultrasonic.evaluation.calibration import calibration_report
-from ultrasonic.evaluation.metrics import evaluate_predictions, write_metrics_json
+from ultrasonic.evaluation.summary import evaluate_predictions, write_metrics_json
 from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_reliability, plot_roc
 from ultrasonic.evaluation.report import write_report
 from ultrasonic.inference.predictor import Predictor

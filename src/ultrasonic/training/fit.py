@@ -29,7 +29,8 @@ from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
 from ultrasonic.evaluation.calibration import calibration_metrics, fit_temperature, uncalibrated
-from ultrasonic.evaluation.metrics import binary_metrics, operating_threshold
+from ultrasonic.evaluation.metrics import binary_metrics
+from ultrasonic.evaluation.thresholds import operating_threshold
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model, predict_array, predict_with_features, scoring_model
 from ultrasonic.inference.ood import DEFAULT_METHOD, fit_gate
