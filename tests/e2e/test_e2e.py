@@ -155,8 +155,8 @@ def test_predict_cli_json_rows(trained, folder_data, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert code == 0 and len(rows) == 3
     for row, f in zip(rows, files):
-        assert set(row) == {"file", "class", "probabilities", "threshold"}
-        assert row["file"] == str(f)
+        assert set(row) == {"file", "class", "probabilities", "threshold", "ood_score", "in_distribution"}
+        assert row["file"] == str(f) and row["in_distribution"] is True
         assert row["class"] in ("normal", "pneumonia")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
 

@@ -120,13 +120,25 @@ def test_predict_out_resume_skips_the_failed_files_it_has_rows_for(run, folder, 
         check_rows(list(csv.DictReader(f)), folder)
 
 
-def test_a_csv_begun_before_the_note_column_is_resumed_in_its_own_columns(run, folder, tmp_path):
+def test_a_csv_begun_before_the_note_column_is_resumed_in_its_own_columns(run, folder, tmp_path, capsys):
     out = tmp_path / "old.csv"
     out.write_text("file,class,p_normal,p_pneumonia,threshold,error\n")
-    assert main(["predict", str(run), str(folder), "--out", str(out), "--resume"]) == 1
+    # the gate's verdicts would have no column: refused, unless the gate is off
+    assert main(["predict", str(run), str(folder), "--out", str(out), "--resume"]) == 2
+    assert "--ood off" in capsys.readouterr().err and out.read_text().count("\n") == 1
+    assert main(["predict", str(run), str(folder), "--out", str(out), "--resume", "--ood", "off"]) == 1
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
     assert all(len(row) == 6 for row in rows) and len(rows) == 1 + N_CRASHES + 7
+
+
+def test_a_csv_begun_before_the_gate_columns_but_with_notes_is_resumed_with_the_gate_off(run, folder, tmp_path):
+    out = tmp_path / "old.csv"
+    out.write_text("file,class,p_normal,p_pneumonia,threshold,error,note\n")
+    assert main(["predict", str(run), str(folder), "--out", str(out), "--resume", "--ood", "off"]) == 1
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert all(len(row) == 7 for row in rows) and len(rows) == 1 + N_CRASHES + 7
 
 
 def test_predict_out_killed_then_resumed_finishes_with_one_row_per_file(run, folder, tmp_path):

@@ -46,7 +46,8 @@ def fuzz(examples: int):
                     database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-ROW_KEYS = {"id", "file", "class", "threshold", "probabilities", "model_id", "sha256", "cam_url"}
+ROW_KEYS = {"id", "file", "class", "threshold", "probabilities", "model_id", "sha256", "cam_url", "ood_score",
+            "in_distribution"}
 SIGNATURES = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"BM", b"II*\x00", b"MM\x00*", b"\x00" * 128 + b"DICM"]
 NAMES = st.one_of(st.sampled_from(["scan.png", "x.jpeg", "a.dcm", "", "../../etc/passwd", "C:\\x\\y.tif",
                                    "a" * 400 + ".png", "naïve 画像.bmp", 'q"uote;.png', "%00.png"]),
@@ -105,8 +106,13 @@ def check_answer(server, reply: httpx.Response, sent: bytes | None) -> None:
     if reply.status_code != 200:
         assert isinstance(body, dict) and isinstance(body.get("detail"), str) and body["detail"], body
         return
-    assert ROW_KEYS <= set(body) <= ROW_KEYS | {"note"}, body  # a note: the decoder warned about the file
-    assert body["class"] in server.classes and set(body["probabilities"]) == set(server.classes)
+    # a note: the decoder warned about the file; a message: the gate found it unlike the training images
+    assert ROW_KEYS <= set(body) <= ROW_KEYS | {"note", "message"}, body
+    if body["in_distribution"] is False:  # --ood abstain: no class, the reason in the message
+        assert body["class"] is None and body["message"].startswith("not like the training images"), body
+    else:
+        assert body["class"] in server.classes and "message" not in body, body
+    assert set(body["probabilities"]) == set(server.classes)
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert body["cam_url"] == f"/cam/{body['id']}.png" and len(body["sha256"]) == 64
     assert isinstance(body["file"], str) and len(body["file"]) <= 255

@@ -55,8 +55,8 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[str | os.PathLike], out
 
     out = Path(out)
     header = csv_header(predictor.classes)
-    done, columns = _resume(out, header) if resume else (_start(out, header), header)
-    keep = [header.index(c) for c in columns]  # a CSV begun before the "note" column keeps its columns
+    done, columns = _resume(out, header, gated=predictor.ood != "off") if resume else (_start(out, header), header)
+    keep = [header.index(c) for c in columns]  # a CSV begun before the "note" or gate columns keeps its columns
     files = (f for f in iter_paths(paths, shard) if not _contains(done, str(f)))
     written = errors = 0
     with open(out, "a", newline="", encoding="utf-8") as sink, \
@@ -81,8 +81,13 @@ def _start(out: Path, header: list[str]) -> np.ndarray:
     return np.zeros(0, dtype=np.uint64)
 
 
-def _resume(out: Path, header: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Sorted keys of the files already in `out` (after cutting a torn last line), and its columns."""
+def _resume(out: Path, header: list[str], gated: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Sorted keys of the files already in `out` (after cutting a torn last line), and its columns.
+
+    A CSV begun by an older version lacks the "note" column or the gate's: it is continued
+    in its own columns, except that the gate's verdicts are never dropped in silence (a
+    refused image would be a row with no class and no reason): that needs --ood off.
+    """
     if not out.exists():
         return _start(out, header), header
     _cut_torn_line(out)
@@ -91,11 +96,20 @@ def _resume(out: Path, header: list[str]) -> tuple[np.ndarray, list[str]]:
         found = next(reader, None)
         if found is None:
             return np.zeros(0, dtype=np.uint64), header
-        if found not in (header, [c for c in header if c != "note"]):
+        if found not in _older_headers(header):
             raise RunError(f"{out}: its columns {found} are not this model's {header}; "
                            "it was written by another model: choose another --out")
+        if gated and not set(OOD_COLUMNS) <= set(found):
+            raise RunError(f"{out}: was begun before predictions had the gate's columns "
+                           f"({', '.join(OOD_COLUMNS)}); continue it with --ood off, or choose another --out")
         # every file with a row is done, an unreadable one too (its error row): a resume never retries it
         return np.unique(np.fromiter((_key(row[0]) for row in reader if row), dtype=np.uint64)), found
+
+
+def _older_headers(header: list[str]) -> list[list[str]]:
+    """The header, and the headers of CSVs begun before the "note" column or the gate's columns."""
+    without_ood = [c for c in header if c not in OOD_COLUMNS]
+    return [header, without_ood, [c for c in without_ood if c != "note"]]
 
 
 def _cut_torn_line(out: Path) -> None:
