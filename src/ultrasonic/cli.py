@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from ultrasonic import __version__
-from ultrasonic.errors import ConfigError, UltrasonicError
+from ultrasonic.errors import ConfigError, UltrasonicError, error_lines
 from ultrasonic.rundir import ENGINES, SPLITS, EvalDir, RunDir
 
 # The official PneumoniaMNIST splits share a few identical images (train/val/test); the demo keeps the
@@ -37,25 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("ULTRASONIC_DEBUG", "0") not in ("", "0"):
             traceback.print_exception(exc)
         else:
-            print("\n".join(_error_lines(exc, args.command)), file=sys.stderr)
+            print("\n".join(error_lines(exc, args.command)), file=sys.stderr)
         return 2
-
-
-def _error_lines(exc: BaseException, command: str) -> list[str]:
-    """'error: ...' lines for the user: an OSError names its path, a MemoryError what was running."""
-    if isinstance(exc, MemoryError):
-        text = str(exc)
-        if not text.startswith("out of memory"):
-            text = f"out of memory while running `ultrasonic {command}`" + (f" ({text})" if text else "")
-        return [f"error: {text}; close other programs or lower batch_size, image_size or workers"]
-    if isinstance(exc, OSError) and not isinstance(exc, UltrasonicError):
-        where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
-        what = exc.strerror or str(exc)
-        return [f"error: {where}: {what}" if where else f"error: {what}"]
-    lines = str(exc).splitlines() or [""]
-    if isinstance(exc, ConfigError):  # one bad setting per line: load_config reports them all at once
-        return [f"error: {line}" for line in lines]
-    return [f"error: {lines[0]}", *lines[1:]]
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -87,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                                 help=argparse.SUPPRESS)  # the description lists them
     _add_train(sub)
     _add_evaluate(sub)
+    _add_recalibrate(sub)
+    _add_compare(sub)
     _add_predict(sub)
     _add_export(sub)
     _add_explain(sub)
@@ -150,6 +135,26 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", help="output folder (default RUN_DIR/eval)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.set_defaults(func=_evaluate)
+
+
+def _add_recalibrate(sub) -> None:
+    p = _command(sub, "recalibrate", "a run's copy, its temperature, threshold and OOD gate fitted on a site's sample")
+    p.add_argument("run_dir")
+    p.add_argument("data", help="the site's labelled images: a class folder or .npz")
+    p.add_argument("--out", required=True, help="the new run directory (the old run stays as it was)")
+    p.add_argument("--operating-point", help="e.g. sensitivity=0.95 (default: the run's own)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.set_defaults(func=_recalibrate)
+
+
+def _add_compare(sub) -> None:
+    p = _command(sub, "compare", "two runs on the same images: DeLong's test of the AUCs, McNemar's of decisions")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("data", help="labelled images both runs are scored on")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split of DATA, when it has splits")
+    p.add_argument("--out", help="folder for comparison.json and .html (default RUN_A/compare/A_vs_B)")
+    p.set_defaults(func=_compare)
 
 
 def _add_predict(sub) -> None:
@@ -233,11 +238,29 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from ultrasonic.evaluation.evaluate import evaluate
+    from ultrasonic.evaluation.site import site_lines
     from ultrasonic.evaluation.summary import summary_lines
 
     metrics = evaluate(args.run_dir, args.data, args.split, out=args.out, n_boot=args.n_boot)
-    print("\n".join(summary_lines(metrics)))
+    print("\n".join(summary_lines(metrics) + site_lines(metrics.get("site_check"))))
     print(f"report: {(EvalDir(args.out) if args.out else RunDir(args.run_dir).evaluation).report}")
+    return 0
+
+
+def _recalibrate(args) -> int:
+    from ultrasonic.training.calibrate import recalibrate
+
+    meta = recalibrate(args.run_dir, args.data, args.out, operating_point_setting=args.operating_point,
+                       overwrite=args.overwrite)
+    print(f"run directory: {args.out} (threshold {meta.threshold:.3f}, temperature {meta.temperature:.3f}); "
+          f"check it on held-out site images: ultrasonic evaluate {args.out} SITE_TEST_DATA")
+    return 0
+
+
+def _compare(args) -> int:
+    from ultrasonic.evaluation.comparison import compare_runs, comparison_lines
+
+    print("\n".join(comparison_lines(compare_runs(args.run_a, args.run_b, args.data, args.split, out=args.out))))
     return 0
 
 

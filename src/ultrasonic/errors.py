@@ -65,3 +65,20 @@ class DownloadError(UltrasonicError):
 
 class ServerStartError(UltrasonicError):
     """The server exited or did not answer /health in time; the message ends with its log."""
+
+
+def error_lines(exc: BaseException, command: str) -> list[str]:
+    """'error: ...' lines for the user: an OSError names its path, a MemoryError what was running."""
+    if isinstance(exc, MemoryError):
+        text = str(exc)
+        if not text.startswith("out of memory"):
+            text = f"out of memory while running `ultrasonic {command}`" + (f" ({text})" if text else "")
+        return [f"error: {text}; close other programs or lower batch_size, image_size or workers"]
+    if isinstance(exc, OSError) and not isinstance(exc, UltrasonicError):
+        where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        what = exc.strerror or str(exc)
+        return [f"error: {where}: {what}" if where else f"error: {what}"]
+    lines = str(exc).splitlines() or [""]
+    if isinstance(exc, ConfigError):  # one bad setting per line: load_config reports them all at once
+        return [f"error: {line}" for line in lines]
+    return [f"error: {lines[0]}", *lines[1:]]

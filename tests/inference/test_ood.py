@@ -124,7 +124,7 @@ def gated_run(path, preset="default", model=None, channels=1):
     """make_run, then the gate fitted as `train` fits it: on 120 lesion images, threshold on 40 more."""
     from ultrasonic.inference.engines import load_model
     from ultrasonic.rundir import RunDir
-    from ultrasonic.training.fit import fit_ood_gate
+    from ultrasonic.training.calibrate import fit_ood_gate
 
     run_dir = make_run(path, preset, size=SIZE, channels=channels, model=model)
     images, labels, _ = lesion_images(160, size=SIZE, channels=channels, seed=0)

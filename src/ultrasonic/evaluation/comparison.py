@@ -4,7 +4,7 @@
     print("\\n".join(comparison_lines(result)))
 
 Each run reads DATA the way `evaluate` reads new data (its own image size and
-channels, evaluate._images), so the two models see the same files, each decoded
+channels, evaluate.images_of), so the two models see the same files, each decoded
 as it was trained. The files, their order and their labels must agree. Every
 image is scored, including those a run's out-of-distribution gate would refuse:
 the comparison is of the models' scores on all images; how many images each
@@ -33,9 +33,9 @@ import numpy as np
 from ultrasonic.atomic import write_text
 from ultrasonic.errors import ConfigError, DataError
 from ultrasonic.evaluation.compare import delong_test, mcnemar_test
-from ultrasonic.evaluation.evaluate import _images, _labels_in_run_classes
+from ultrasonic.evaluation.evaluate import images_of, labels_in_run_classes
 from ultrasonic.evaluation.metrics import binary_metrics, format_metric
-from ultrasonic.evaluation.report import CSS, _table
+from ultrasonic.evaluation.report import CSS, html_table
 from ultrasonic.evaluation.summary import write_metrics_json
 from ultrasonic.inference.ood import decision
 from ultrasonic.inference.predictor import Predictor
@@ -99,11 +99,11 @@ def _check_same_classes(runs: list[RunDir], predictors: list[Predictor]) -> None
 
 def _scored(run: RunDir, predictor: Predictor, data: str, split: str) -> dict[str, Any]:
     """DATA read as this run reads it, and its scores: refs, class names, probabilities, OOD refusals."""
-    ds, indices, where = _images(run, data, split, predictor.classes)
+    ds, indices, where = images_of(run, data, split, predictor.classes)
     if not len(indices):
         raise DataError(f"{where}: no images to compare in split {split!r}")
     probs, ood_scores = predictor.predict_scored(ds.images[indices])
-    y = _labels_in_run_classes(ds, indices, predictor.classes)
+    y = labels_in_run_classes(ds, indices, predictor.classes)
     refused = None if ood_scores is None else int(np.sum(~decision(ood_scores, predictor.gate.threshold)))
     return {"refs": [ds.catalog.refs[i] for i in indices], "truth": [predictor.classes[i] for i in y],
             "probs": probs, "ood_refused": refused, "where": where}
@@ -290,7 +290,7 @@ def comparison_html(result: dict[str, Any]) -> str:
             for key, r in result["runs"].items()]
     counts = ", ".join(f"{c} {n}" for c, n in result["counts"].items())
     body = [f"<h1>{escape(title)}</h1>",
-            "<h2>Runs</h2>\n" + _table(["", "run", "model id", "operating point", "OOD gate would refuse"], runs),
+            "<h2>Runs</h2>\n" + html_table(["", "run", "model id", "operating point", "OOD gate would refuse"], runs),
             f"<p>On {escape(result['where'])}: {result['n']} images ({escape(counts)}).</p>",
             f"<h2>Verdict</h2>\n<p><strong>{escape(result['verdict'])}</strong></p>",
             _auc_html(result), _mcnemar_html(result),
@@ -322,8 +322,8 @@ def _auc_html(result: dict[str, Any]) -> str:
         points = [[escape(k.upper()), f"{p['threshold']:.3f}", format_metric(p["sensitivity"]),
                    format_metric(p["specificity"])] for k, p in result["operating_points"].items()]
         extra = ("\n<h2>At each run's threshold</h2>\n"
-                 + _table(["run", "threshold", "sensitivity", "specificity"], points))
-    return "<h2>ROC-AUC (DeLong)</h2>\n" + _table(header, rows) + extra
+                 + html_table(["run", "threshold", "sensitivity", "specificity"], points))
+    return "<h2>ROC-AUC (DeLong)</h2>\n" + html_table(header, rows) + extra
 
 
 def _mcnemar_html(result: dict[str, Any]) -> str:
@@ -331,4 +331,4 @@ def _mcnemar_html(result: dict[str, Any]) -> str:
     rows = [["both right", str(m["both_right"])], ["A right, B wrong", str(m["a_only_right"])],
             ["A wrong, B right", str(m["b_only_right"])], ["both wrong", str(m["both_wrong"])],
             ["McNemar p (exact)", escape(format_p(m["p_value"]).lstrip("= "))]]
-    return "<h2>Decisions (McNemar)</h2>\n" + _table(["images", "count"], rows) + f"\n<p>{escape(m['verdict'])}</p>"
+    return "<h2>Decisions (McNemar)</h2>\n" + html_table(["images", "count"], rows) + f"\n<p>{escape(m['verdict'])}</p>"

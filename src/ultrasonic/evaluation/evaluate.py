@@ -20,6 +20,7 @@ from ultrasonic.evaluation.calibration import calibration_report
 from ultrasonic.evaluation.summary import evaluate_predictions, write_metrics_json
 from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_reliability, plot_roc
 from ultrasonic.evaluation.report import write_report
+from ultrasonic.evaluation.site import site_check
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.rundir import SPLITS, EvalDir, RunDir
 
@@ -33,26 +34,30 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", 
         raise ConfigError(f"split {split!r} is not one of {SPLITS}")
     run = RunDir(run_dir)
     predictor = Predictor(run.path)
-    ds, indices, where = _images(run, data, split, predictor.classes)
+    ds, indices, where = images_of(run, data, split, predictor.classes)
     probs = predictor.predict_proba(ds.images[indices]) if len(indices) else None
     if probs is None:
         raise DataError(f"{where}: no images to evaluate in split {split!r}")
-    y = _labels_in_run_classes(ds, indices, predictor.classes)
+    y = labels_in_run_classes(ds, indices, predictor.classes)
     positive = predictor.classes.index(predictor.positive_class) if predictor.positive_class else 1
     metrics = evaluate_predictions(y, probs, predictor.classes, threshold=predictor.threshold
                                    if len(predictor.classes) == 2 else None,
                                    positive_index=positive, n_boot=n_boot, seed=0,
                                    groups=_patients(ds, indices))
     metrics["calibration"] = calibration_report(y, probs, predictor.meta.temperature or 1.0)
+    metrics["calibration"]["fitted_on"] = (predictor.meta.calibration or {}).get("fitted_on", "validation split")
     metrics["evaluated_on"] = where
+    if data is not None:  # another site's data: does the stored operating point still hold there?
+        metrics["site_check"] = site_check(metrics, predictor.meta)
     out = EvalDir(out) if out else run.evaluation
     _write_outputs(out, run, predictor, metrics, y, probs, positive, where)
     log.info("evaluate: report %s", out.report)
     return metrics
 
 
-def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tuple[Dataset, np.ndarray, str]:
-    """The run's own split (same files as training saw) or a split of new DATA."""
+def images_of(run: RunDir, data: str | None, split: str | None, classes: list[str]) -> tuple[Dataset, np.ndarray, str]:
+    """(dataset, indices, where): the run's own split (the files training saw), a split of new DATA, or
+    with split None every readable image of DATA, decoded at the run's size and channels."""
     cfg = load_config(file=run.config)
     if data is None:
         trained_on = _trained_on(run)
@@ -65,6 +70,8 @@ def _images(run: RunDir, data: str | None, split: str, classes: list[str]) -> tu
     ds = load_dataset(replace(cfg, data=data, classes=named, val_fraction=0.0, test_fraction=0.0,
                               min_split_images=0, drop_duplicates=False))
     given = sorted({g for g in ds.catalog.given_split if g}, key=SPLITS.index)
+    if split is None:
+        return ds, np.flatnonzero(ds.split != "bad"), f"{data} [all images]"
     if not given:  # a plain class folder: every image
         return ds, ds.indices("train"), f"{data} [all images]"
     if split not in given:
@@ -88,7 +95,7 @@ def _trained_on(run: RunDir) -> str:
     return data["path"]
 
 
-def _labels_in_run_classes(ds: Dataset, indices: np.ndarray, classes: list[str]) -> np.ndarray:
+def labels_in_run_classes(ds: Dataset, indices: np.ndarray, classes: list[str]) -> np.ndarray:
     """Map the data's class indices onto the run's; a class the model never saw is an error."""
     unknown = sorted(set(ds.classes) - set(classes))
     if unknown:
@@ -115,7 +122,7 @@ def _write_outputs(out: EvalDir, run: RunDir, predictor: Predictor, metrics: dic
     info = {"run": str(run.path), "model id": predictor.model_id, "preset": predictor.meta.preset,
             "evaluated on": where, "images": len(y), "classes": ", ".join(classes),
             "threshold": f"{predictor.threshold:.3f} ({predictor.meta.threshold_method})",
-            "temperature": f"{predictor.meta.temperature:.3f} (fitted on the validation split)"
+            "temperature": f"{predictor.meta.temperature:.3f} (fitted on the {metrics['calibration']['fitted_on']})"
             if predictor.meta.temperature else "none (a run from before calibration)",
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_report(out.report, f"ultrasonic evaluation: {run.path.name}", metrics, images, info)

@@ -34,6 +34,7 @@ th, td { border: 1px solid #ddd; padding: 0.3rem 0.7rem; text-align: right; }
 th { background: #f4f6f8; }
 td:first-child, th:first-child { text-align: left; }
 .ci { color: #666; font-size: 0.9em; }
+.warning { background: #fff3cd; border-left: 4px solid #d39e00; padding: 0.4rem 0.7rem; }
 figure { margin: 1rem 0 2rem; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.95em; }
@@ -50,7 +51,8 @@ def write_report(
     info: label -> value rows of the first table (run, model, data, split, n images, date, ...).
     """
     body = [f"<h1>{escape(title)}</h1>", _info_section(info), _metrics_section(metrics),
-            _intervals_section(metrics), _calibration_section(metrics), _images_section(images)]
+            _site_section(metrics.get("site_check")), _intervals_section(metrics), _calibration_section(metrics),
+            _images_section(images)]
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -64,7 +66,7 @@ def write_report(
 # --- tables ---------------------------------------------------------------------------------
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """An HTML table; header texts are escaped here, row cells must already be HTML."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>\n" for row in rows)
@@ -83,14 +85,14 @@ def _matrix_table(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
     """Confusion matrix, rows = true class, columns = predicted class."""
     header = ["true \\ predicted", *labels]
     rows = [[escape(label), *(str(int(c)) for c in row)] for label, row in zip(labels, cm)]
-    return _table(header, rows)
+    return html_table(header, rows)
 
 
 def _info_section(info: Mapping[str, Any]) -> str:
     if not info:
         return ""
     rows = [[escape(str(key)), escape(str(value))] for key, value in info.items()]
-    return "<h2>Run</h2>\n" + _table(["", ""], rows)
+    return "<h2>Run</h2>\n" + html_table(["", ""], rows)
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -115,9 +117,9 @@ def _binary_section(metrics: Mapping[str, Any]) -> str:
     at = metrics.get("confusion_threshold", 0.5)  # metrics.json of before it named its threshold: 0.5
     return (
         f"<h2>Metrics</h2>\n<p>{metrics['n']} images; positive class = {positive}.</p>\n"
-        + _table(header, rates)
+        + html_table(header, rates)
         + "\n<h2>Confusion counts</h2>\n"
-        + _table(["count", *(h for h in header[1::2])], counts)
+        + html_table(["count", *(h for h in header[1::2])], counts)
         + f"\n<p>Confusion matrix at threshold {at:.3f} (the threshold <code>predict</code> decides at):</p>\n"
         + _matrix_table(metrics["confusion_matrix"], labels)
         + _threshold_table(metrics.get("threshold_table"))
@@ -133,7 +135,20 @@ def _threshold_table(table: Mapping[str, Any] | None) -> str:
     return ("\n<h2>Threshold table</h2>\n"
             f"<p>PPV and NPV assume a prevalence of {format_metric(table['prevalence'])} (the share of positive "
             "images in the evaluated data); at another prevalence they differ, sensitivity and specificity "
-            "do not.</p>\n" + _table(["threshold", "sensitivity", "specificity", "PPV", "NPV"], rows))
+            "do not.</p>\n" + html_table(["threshold", "sensitivity", "specificity", "PPV", "NPV"], rows))
+
+
+def _site_section(check: Mapping[str, Any] | None) -> str:
+    """evaluation/site.py's check: the run's sensitivity and specificity here against validation."""
+    if not check:
+        return ""
+    rows = [[escape(name), format_metric(row["validation"]), *_value_cells({"value": row["here"],
+                                                                          "ci95": row["ci95"]}),
+             escape(row["status"])] for name, row in check["measures"].items()]
+    css = "" if check["holds"] else ' class="warning"'
+    return (f"<h2>Site check</h2>\n<p{css}>{escape(check['verdict'])}.</p>\n"
+            f"<p>At the run's threshold {check['threshold']:.3f}; {escape(check['rule'])}.</p>\n"
+            + html_table(["measure", "validation", "here", "95% CI", "status"], rows))
 
 
 def _intervals_section(metrics: Mapping[str, Any]) -> str:
@@ -154,10 +169,11 @@ def _calibration_section(metrics: Mapping[str, Any]) -> str:
     rows = [[name, format_metric(calibration["before"][key]), format_metric(calibration["after"][key])]
             for key, name in (("ece", "ECE"), ("brier", "Brier score"), ("log_loss", "log loss"))]
     return ("<h2>Calibration</h2>\n"
-            f"<p>Temperature scaling, T = {calibration['temperature']:.3f} (fitted on the validation split). "
+            f"<p>Temperature scaling, T = {calibration['temperature']:.3f} (fitted on the "
+            f"{escape(str(calibration.get('fitted_on', 'validation split')))}). "
             f"ECE over {escape(calibration['ece_binning'])}; Brier score: "
             f"{escape(calibration['brier_definition'])}. Lower is better for all three.</p>\n"
-            + _table(["measure", "before (T = 1)", f"after (T = {calibration['temperature']:.3f})"], rows))
+            + html_table(["measure", "before (T = 1)", f"after (T = {calibration['temperature']:.3f})"], rows))
 
 
 def _multiclass_section(metrics: Mapping[str, Any]) -> str:
@@ -169,9 +185,9 @@ def _multiclass_section(metrics: Mapping[str, Any]) -> str:
     ]
     return (
         f"<h2>Metrics</h2>\n<p>{metrics['n']} images, {len(metrics['classes'])} classes.</p>\n"
-        + _table(["metric", "value", "95% CI"], overall)
+        + html_table(["metric", "value", "95% CI"], overall)
         + "\n<h2>Per class (one-vs-rest)</h2>\n"
-        + _table(["class", *PER_CLASS_RATES], per_class)
+        + html_table(["class", *PER_CLASS_RATES], per_class)
         + "\n<h2>Confusion matrix</h2>\n"
         + _matrix_table(metrics["confusion_matrix"], metrics["classes"])
     )

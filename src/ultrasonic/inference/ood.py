@@ -161,6 +161,24 @@ def fit_gate(train_features: np.ndarray, train_labels: np.ndarray, n_classes: in
     return gate
 
 
+def pooled_gate(base: OodGate, base_images: int, site: OodGate, site_images: int, val_probs: np.ndarray,
+                val_features: np.ndarray, false_rejection: float = 0.01) -> OodGate:
+    """One gate for two populations (`ultrasonic recalibrate`): the class means of both, and their two
+    ridged covariances averaged by image count; thresholds set on `val` (images of the new one).
+
+    An image near either population's classes is in distribution. A site's small sample
+    cannot estimate a covariance of hundreds of features on its own: pooling keeps the
+    training images' estimate and adds the site's. base_images 0 (unknown) weighs both alike.
+    """
+    weight = base_images if base_images > 0 else site_images
+    cov = (weight * np.linalg.pinv(base.precision, hermitian=True)
+           + site_images * np.linalg.pinv(site.precision, hermitian=True)) / (weight + site_images)
+    gate = OodGate(site.method, {}, np.vstack([base.means, site.means]), np.linalg.pinv(cov, hermitian=True))
+    gate.thresholds = {m: threshold_for(gate.scores(val_probs, val_features, m), false_rejection)
+                       for m in METHODS}
+    return gate
+
+
 def decision(scores: np.ndarray, threshold: float) -> np.ndarray:
     """True where an image is like the training images (score at or below the threshold)."""
     return np.asarray(scores) <= threshold

@@ -24,21 +24,16 @@ keras = require_keras("training")  # first: without a backend one error naming t
 import numpy as np
 
 from ultrasonic import __version__
-from ultrasonic.config import Config, load_config, parse_operating_point, save_config
+from ultrasonic.config import Config, load_config, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
-from ultrasonic.evaluation.calibration import calibration_metrics, fit_temperature, uncalibrated
-from ultrasonic.evaluation.metrics import binary_metrics
-from ultrasonic.evaluation.thresholds import operating_threshold
 from ultrasonic.evaluation.plots import plot_history
-from ultrasonic.inference.engines import load_model, predict_array, predict_with_features, scoring_model
-from ultrasonic.inference.ood import DEFAULT_METHOD, fit_gate
-from ultrasonic.atomic import atomic_path
+from ultrasonic.inference.engines import load_model
 from ultrasonic.models import build_model, training_model
-from ultrasonic.models.build import logit_model, with_temperature
 from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
+from ultrasonic.training.calibrate import calibrate, fit_ood_gate, operating_point
 from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
 from ultrasonic.training.devices import Replicas, distribution
 
@@ -98,10 +93,15 @@ def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
         # the batches with Python's global `random`, which differs between one device and several.
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                   callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
-    best, calibration = _calibrate(load_model(run.model), ds, run)
-    threshold, method, val_metrics = _operating_point(best, ds, cfg)
+    val = ds.indices("val")
+    best, calibration = calibrate(load_model(run.model), ds.images, ds.labels, val, run.model,
+                                  f"validation split ({len(val)} images)")
+    threshold, method, val_metrics = operating_point(best, ds.images, ds.labels, val, ds.classes,
+                                                     positive_index(cfg, ds.classes), cfg.operating_point,
+                                                     "validation split")
     # the calibrated model.keras as predict loads it (one graph; `best` shares layers with the uncalibrated one)
-    ood = _fit_ood_gate(load_model(run.model), ds, cfg, run)
+    ood = fit_ood_gate(load_model(run.model), ds.images, ds.labels, ds.indices("train"), val, len(ds.classes),
+                       run, cfg.ood_method, cfg.ood_false_rejection)
     seconds = time.perf_counter() - start
     best_epoch = json.loads(run.checkpoint_state.read_text())["epoch"]
     run.write_meta(replace(_meta(cfg, ds, run, threshold, val_metrics, best_epoch, seconds),
@@ -206,72 +206,6 @@ def _callbacks(cfg: Config, run: RunDir, start: float,
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False, profile_batch=0))
     return callbacks + [TrainingBackup(run.backup)] + pause_callbacks()  # [] outside the interruption test
-
-
-def _calibrate(network: keras.Model, ds: Dataset, run: RunDir) -> tuple[keras.Model, dict]:
-    """Fit one temperature on the validation logits and bake it into model.keras (temperature scaling).
-
-    The logits come before the temperature layer, so a resumed run that calibrates
-    again fits the same temperature: calibrating twice is calibrating once.
-    """
-    idx = ds.indices("val")
-    logits = predict_array(logit_model(network), ds.images, idx)
-    logits = logits[:, 1:] if network.output_shape[-1] == 1 else logits  # predict_array's [1 - z, z]: z
-    y = ds.labels[idx]
-    temperature = fit_temperature(logits, y)
-    calibrated = with_temperature(network, temperature)
-    with atomic_path(run.model) as tmp:
-        calibrated.save(tmp)
-    after = predict_array(calibrated, ds.images, idx)
-    before, after = calibration_metrics(y, uncalibrated(after, temperature)), calibration_metrics(y, after)
-    log.info("train: temperature %.3f fitted on the validation split; ECE %.4f -> %.4f, log loss %.4f -> %.4f",
-             temperature, before["ece"], after["ece"], before["log_loss"], after["log_loss"])
-    return calibrated, {"temperature": round(temperature, 6), "method": "temperature scaling (NLL)",
-                        "fitted_on": f"validation split ({len(idx)} images)", "before": before, "after": after}
-
-
-def _operating_point(model: keras.Model, ds: Dataset, cfg: Config) -> tuple[float, str, dict]:
-    """(threshold, how it was chosen, validation metrics): the setting's operating point on the
-    validation split's calibrated probabilities (binary); argmax for more classes."""
-    idx = ds.indices("val")
-    probs = predict_array(model, ds.images, idx)
-    if len(ds.classes) != 2:
-        accuracy = float((probs.argmax(1) == ds.labels[idx]).mean())
-        return 0.5, "argmax", {"accuracy": accuracy}
-    positive = positive_index(cfg, ds.classes)
-    y = (ds.labels[idx] == positive).astype(int)
-    p = probs[:, positive]
-    threshold, method = operating_threshold(y, p, parse_operating_point(cfg.operating_point))
-    metrics = binary_metrics(y, p, threshold)
-    log.info("train: validation ROC-AUC %.4f; threshold %.3f (%s) gives sensitivity %.3f, specificity %.3f",
-             metrics["roc_auc"], threshold, method, metrics["sensitivity"], metrics["specificity"])
-    return threshold, method, {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
-
-
-def _fit_ood_gate(model: keras.Model, ds: Dataset, cfg: Config, run: RunDir) -> dict:
-    """The out-of-distribution gate of the run (inference/ood.py), fitted on its train and val splits."""
-    return fit_ood_gate(model, ds.images, ds.labels, ds.indices("train"), ds.indices("val"), len(ds.classes),
-                        run, cfg.ood_method, cfg.ood_false_rejection)
-
-
-def fit_ood_gate(model: keras.Model, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
-                 val_idx: np.ndarray, n_classes: int, run: RunDir, method: str = DEFAULT_METHOD,
-                 false_rejection: float = 0.01) -> dict:
-    """Mahalanobis statistics of the training images' features, a threshold per score on the validation
-    images; the statistics go to run.ood (ood.npz), and the block for meta.json's `ood` is returned."""
-    scoring = scoring_model(model)
-    _, train_features = predict_with_features(scoring, images, train_idx)
-    val_probs, val_features = predict_with_features(scoring, images, val_idx)
-    gate = fit_gate(train_features, labels[train_idx], n_classes, val_probs, val_features, method,
-                    false_rejection)
-    gate.save(run.ood)
-    refused = float(np.mean(gate.scores(val_probs, val_features) > gate.threshold))
-    log.info("train: OOD gate %s, threshold %.4g refuses %.1f %% of the validation images (target %.1f %%)",
-             gate.method, gate.threshold, 100 * refused, 100 * false_rejection)
-    return {"method": gate.method, "thresholds": gate.thresholds, "false_rejection": false_rejection,
-            "validation_false_rejection": round(refused, 4), "file": run.ood.name,
-            "fitted_on": {"train": len(train_idx), "val": len(val_idx)},
-            "score": "higher = less like the training images; above the threshold = out of distribution"}
 
 
 def _meta(cfg: Config, ds: Dataset, run: RunDir, threshold: float, val_metrics: dict, best_epoch: int,
