@@ -27,6 +27,7 @@ from ultrasonic.errors import UnusableImageError
 MIN_IMAGE_SIDE = 24
 MIN_DYNAMIC_RANGE = 8
 PROBLEM = "blank or too small to classify"
+UNLIKE = "not like the training images"  # also the out-of-distribution gate's message (inference/ood.py)
 
 
 def check_usable(array: np.ndarray, label: str, min_image_side: int = MIN_IMAGE_SIDE,
@@ -40,7 +41,7 @@ def check_side(width: int, height: int, label: str, min_image_side: int = MIN_IM
     """The size check alone, on the stored size (a JPEG decoded at reduced scale is judged by its full size)."""
     if min(width, height) < min_image_side:
         raise UnusableImageError(label, f"{PROBLEM}: {width} x {height} px is smaller than min_image_side "
-                                        f"{min_image_side} px; set min_image_side=0 to read it anyway")
+                                        f"{min_image_side} px: {UNLIKE}; set min_image_side=0 to read it anyway")
 
 
 def check_contrast(array: np.ndarray, label: str, min_dynamic_range: int = MIN_DYNAMIC_RANGE) -> None:
@@ -50,8 +51,8 @@ def check_contrast(array: np.ndarray, label: str, min_dynamic_range: int = MIN_D
     span = dynamic_range(array)
     if span < min_dynamic_range:
         what = "every pixel has the same value" if span == 0 else f"a brightness range of only {span} grey levels"
-        raise UnusableImageError(label, f"{PROBLEM}: {what} (min_dynamic_range {min_dynamic_range}, of 255); "
-                                        "set min_dynamic_range=0 to read it anyway")
+        raise UnusableImageError(label, f"{PROBLEM}: {what} (min_dynamic_range {min_dynamic_range}, of 255): "
+                                        f"{UNLIKE}; set min_dynamic_range=0 to read it anyway")
 
 
 def dynamic_range(array: np.ndarray) -> int:

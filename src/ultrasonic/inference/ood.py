@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ultrasonic.data.quality import UNLIKE
 from ultrasonic.errors import RunError
 
 METHODS = ("mahalanobis", "energy", "msp")
 DEFAULT_METHOD = "mahalanobis"  # chosen by benchmarks/ood.py: docs/trust.md
 ACTIONS = ("abstain", "warn", "off")  # what predict/serve do with an image above the threshold
-MESSAGE = "not like the training images"
+MESSAGE = UNLIKE  # "not like the training images": the blank-image refusal says it too
 RIDGE = 1e-3  # times the mean feature variance, added to the covariance's diagonal: invertible on few images
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before their logarithm
 
