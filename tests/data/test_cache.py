@@ -107,3 +107,33 @@ def test_npz_arrays_are_converted_without_a_store(tmp_path):
     resized = load_images(catalog, size=32, channels=3, cache_dir=tmp_path)
     assert resized.images.shape == (4, 32, 32, 3) and resized.decoded == 4
     assert not (tmp_path / "images").exists()
+
+
+def test_the_quality_limits_decide_what_is_refused_and_are_part_of_the_cache_key(tmp_path):
+    """min_image_side / min_dynamic_range from the settings reach the decoder; other limits, another entry."""
+    from PIL import Image
+
+    from ultrasonic.config import load_config
+    from ultrasonic.data.dataset import load_dataset
+
+    for name in ("normal", "pneumonia"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray(np.random.default_rng(k).integers(0, 256, (40, 40), dtype=np.uint8)).save(
+                tmp_path / "data" / name / f"{name}{k}.png")
+    small = np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))
+    Image.fromarray(small).save(tmp_path / "data" / "normal" / "small.png")
+
+    def load(**limits):
+        cfg = load_config(overrides=dict(data=str(tmp_path / "data"), image_size=16, cache_dir=str(tmp_path / "c"),
+                                         val_fraction=0.0, test_fraction=0.0, max_bad_fraction=0.5, **limits))
+        ds = load_dataset(cfg)
+        return ds, {ds.catalog.refs[i] for i in ds.loaded.bad}
+
+    strict, refused = load()
+    reason = strict.loaded.bad[strict.catalog.refs.index("normal/small.png")]
+    assert refused == {"normal/small.png"} and "min_image_side 24" in reason
+    lenient, refused = load(min_image_side=0)
+    assert refused == set() and lenient.loaded.path != strict.loaded.path
+    again, refused = load()
+    assert refused == {"normal/small.png"} and again.loaded.path == strict.loaded.path and again.loaded.decoded == 0

@@ -134,8 +134,6 @@ def test_runs_of_other_classes_are_one_clear_error(tmp_path, held_out):
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="config.yaml's min_image_side is not yet passed to the decoders "
-                                       "(data/dataset.py), so both runs skip the small image")
 def test_runs_that_read_different_files_are_one_clear_error(tiny_run, run_b, tmp_path):
     data = write_folder(tmp_path / "data", n=30)
     Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))).save(data / "normal" / "aa_small.png")

@@ -27,11 +27,13 @@ from tqdm import tqdm
 
 from ultrasonic.atomic import atomic_path, write_json
 from ultrasonic.data.contain import decode_contained
+from ultrasonic.data.quality import MIN_DYNAMIC_RANGE, MIN_IMAGE_SIDE
 from ultrasonic.data.demo import cache_root
 from ultrasonic.data.sources import Catalog
 
 log = logging.getLogger("ultrasonic")
 
+QUALITY_DEFAULTS = {"min_image_side": MIN_IMAGE_SIDE, "min_dynamic_range": MIN_DYNAMIC_RANGE}
 CACHE_FORMAT = 3  # bump when read_image's output changes, to invalidate old entries (2: DICOM decoded; 3: palette/LUT shape, blank images refused)
 CHUNK = 32  # images per worker task
 
@@ -52,19 +54,24 @@ def load_images(
     channels: int,
     cache_dir: str | os.PathLike | None = None,
     workers: int = 0,
+    limits: dict[str, int] | None = None,
 ) -> LoadedImages:
-    """All images of the catalog at (size, size, channels), from the cache when possible."""
+    """All images of the catalog at (size, size, channels), from the cache when possible.
+
+    `limits`: read_image's min_image_side and min_dynamic_range (data/quality.py), part of
+    the cache key, since they decide which images are refused."""
+    limits = dict(limits or {})
     if catalog.arrays is not None:
         return _from_arrays(catalog.arrays, size, channels)
     hashes, unreadable = _hash_files(catalog)
-    key = _key(hashes, size, channels)
+    key = _key(hashes, size, channels, limits)
     store = cache_root(cache_dir) / "images"
     cached = _open_entry(store, key, len(catalog))
     if cached is not None:
         images, bad, notes = cached
         log.info("cache: %d images read from %s (0 decoded)", len(catalog), store / f"{key}.npy")
         return LoadedImages(images, bad, hashes, 0, store / f"{key}.npy", notes)
-    images, bad, notes = _build_entry(store, key, catalog, size, channels, workers, unreadable)
+    images, bad, notes = _build_entry(store, key, catalog, size, channels, workers, unreadable, limits)
     return LoadedImages(images, bad, hashes, len(catalog), store / f"{key}.npy", notes)
 
 
@@ -83,8 +90,10 @@ def _hash_files(catalog: Catalog) -> tuple[list[str], dict[int, str]]:
     return hashes, unreadable
 
 
-def _key(hashes: list[str], size: int, channels: int) -> str:
-    digest = hashlib.blake2b(f"v{CACHE_FORMAT}|{size}|{channels}|".encode(), digest_size=16)
+def _key(hashes: list[str], size: int, channels: int, limits: dict[str, int] | None = None) -> str:
+    # the default limits leave the key as it was: caches built before the limits were settings stay valid
+    given = "".join(f"{k}={v}|" for k, v in sorted((limits or {}).items()) if v != QUALITY_DEFAULTS.get(k))
+    digest = hashlib.blake2b(f"v{CACHE_FORMAT}|{size}|{channels}|{given}".encode(), digest_size=16)
     digest.update("\n".join(hashes).encode())
     return f"{digest.hexdigest()}-{size}px-{channels}ch"
 
@@ -110,7 +119,7 @@ def _open_entry(store: Path, key: str, n: int) -> tuple[np.ndarray, dict[int, st
     return images, {int(i): reason for i, reason in meta["bad"].items()}, notes
 
 
-def _build_entry(store, key, catalog, size, channels, workers, unreadable):
+def _build_entry(store, key, catalog, size, channels, workers, unreadable, limits):
     """Decode every file into a new .npy on all cores, then publish it atomically."""
     n, start = len(catalog), time.perf_counter()
     shape = (n, size, size, channels)
@@ -118,7 +127,8 @@ def _build_entry(store, key, catalog, size, channels, workers, unreadable):
     with atomic_path(store / f"{key}.npy") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         todo = [i for i in range(n) if i not in bad]
-        jobs = [(images, todo[k:k + CHUNK], [str(catalog.path(i)) for i in todo[k:k + CHUNK]], size, channels)
+        jobs = [(images, todo[k:k + CHUNK], [str(catalog.path(i)) for i in todo[k:k + CHUNK]], size, channels,
+                 limits)
                 for k in range(0, len(todo), CHUNK)]
         for failures, noted in _run(jobs, workers, n):
             bad.update(failures)
@@ -152,14 +162,15 @@ def _run(jobs: list, workers: int, total: int):
             raise
 
 
-def _decode_chunk(images: np.ndarray, indices: list[int], paths: list[str], size: int, channels: int):
+def _decode_chunk(images: np.ndarray, indices: list[int], paths: list[str], size: int, channels: int,
+                  limits: dict[str, int]):
     """Decode some files straight into the shared array; return {index: reason} failures, {index: notes}.
 
     Any failure of a decoder on one file is that file's reason (data/contain.py): the rest go on.
     """
     failures, notes = {}, {}
     for i, path in zip(indices, paths):
-        decoded = decode_contained(path, size=size, channels=channels)
+        decoded = decode_contained(path, size=size, channels=channels, **limits)
         if decoded.error is not None:
             failures[i] = decoded.error.problem
         else:

@@ -88,7 +88,7 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
     if len(catalog.skipped) > 5:
         log.warning("data: ... and %d more skipped files (see data_report.json)", len(catalog.skipped) - 5)
     patients = patient_ids(catalog.refs, cfg.patient_pattern)
-    loaded = load_images(catalog, cfg.image_size, cfg.channels, cfg.cache_dir, cfg.workers)
+    loaded = load_images(catalog, cfg.image_size, cfg.channels, cfg.cache_dir, cfg.workers, quality_limits(cfg))
     if split_of is None:
         split, notes = assign_splits(catalog.refs, catalog.labels, catalog.given_split,
                                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
@@ -114,6 +114,11 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
     _log_file_notes(catalog, loaded)
     _check_bad(catalog, loaded, cfg)
     return ds
+
+
+def quality_limits(cfg: Config) -> dict[str, int]:
+    """The settings that decide which decoded images are refused as blank or too small (data/quality.py)."""
+    return {"min_image_side": cfg.min_image_side, "min_dynamic_range": cfg.min_dynamic_range}
 
 
 def _drop_train_copies(refs: list[str], split: np.ndarray, leaks: list[dict], notes: list[str]) -> None:

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
+from ultrasonic.config import load_config
 from ultrasonic.data.contain import Decoded, decode_contained
+from ultrasonic.data.dataset import quality_limits
 from ultrasonic.data.files import iter_paths
 from ultrasonic.data.io import MAX_PIXELS
 from ultrasonic.errors import ConfigError, DataError, RunError
@@ -60,6 +62,7 @@ class Predictor:
         self.positive_class: str | None = self.meta.positive_class
         self.model_id: str = self.meta.model_id
         self.max_pixels = max_pixels
+        self.limits = _quality_limits(self.run)
 
     @property
     def model(self) -> keras.Model:
@@ -75,7 +78,8 @@ class Predictor:
 
     def decode(self, source, name: str | None = None) -> Decoded:
         """The image or its error, and the decoder's notes; never raises for a bad file (data/contain.py)."""
-        return decode_contained(source, self.image_size, self.channels, name=name, max_pixels=self.max_pixels)
+        return decode_contained(source, self.image_size, self.channels, name=name, max_pixels=self.max_pixels,
+                                **self.limits)
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, K) probabilities for uint8 images (N, H, W, C) at the run's size."""
@@ -183,3 +187,11 @@ def _chunks(files: Iterable[str | os.PathLike], size: int) -> Iterator[list[str]
     files = iter(files)
     while chunk := [str(f) for f in itertools.islice(files, size)]:
         yield chunk
+
+
+def _quality_limits(run: RunDir) -> dict[str, int]:
+    """The run's min_image_side and min_dynamic_range (config.yaml), so predict refuses what training did;
+    the defaults for a run without its settings (an exported model alone)."""
+    if not run.config.exists():
+        return {}
+    return quality_limits(load_config(file=run.config))
