@@ -26,10 +26,11 @@ demo: $(VENV)/.installed
 	$(BIN)/ultrasonic demo
 
 # Everything under TensorFlow (the default backend), then the end-to-end tests again under JAX,
-# except the slow ones (several trainings each, e.g. the pointing games): once is enough for those.
+# except the slow ones (several trainings each, e.g. the pointing games) and those marked `once`
+# (HTTP, the page, data handling: nothing there depends on the backend): once is enough for those.
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "e2e and not slow" $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "e2e and not slow and not once" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -236,6 +236,7 @@ def trained(corpus, cache, settings, tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 @pytest.mark.slow  # data handling: once, under TensorFlow (see pyproject's markers)
 def test_mixed_folder_trains_and_reports_every_bad_file_with_its_reason(trained):
     code, out, log = trained
@@ -257,6 +258,7 @@ def test_mixed_folder_trains_and_reports_every_bad_file_with_its_reason(trained)
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 @pytest.mark.slow
 def test_hidden_files_are_ignored_and_listed(trained):
     report = json.loads((trained[1] / "data_report.json").read_text())
@@ -266,6 +268,7 @@ def test_hidden_files_are_ignored_and_listed(trained):
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 @pytest.mark.slow
 def test_odd_but_readable_images_are_read_correctly(trained):
     """What training used (the same decode-once cache entry): EXIF applied, 16 bit scaled, alpha dropped."""
@@ -280,6 +283,7 @@ def test_odd_but_readable_images_are_read_correctly(trained):
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 @pytest.mark.slow
 def test_dicom_without_pixel_data_is_skipped_with_reason(trained):
     if not HAVE_PYDICOM:

@@ -131,6 +131,7 @@ def test_train_copies_of_val_images_are_dropped_by_default_and_reported(leaky, t
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 @pytest.mark.slow  # a training whose subject is the data, not the backend: once, under TensorFlow
 def test_allow_leakage_trains_with_a_warning(leaky, tmp_path):
     out = tmp_path / "run"

@@ -59,6 +59,7 @@ def read_json(path: Path) -> dict:
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_two_runs_compared_on_the_same_images(tiny_run, run_b, held_out, tmp_path):
     from ultrasonic import Predictor
 
@@ -97,6 +98,7 @@ def test_two_runs_compared_on_the_same_images(tiny_run, run_b, held_out, tmp_pat
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_a_run_against_a_copy_of_itself_differs_by_nothing_and_its_name_is_escaped(tiny_run, held_out, tmp_path):
     hostile = tmp_path / HOSTILE
     shutil.copytree(tiny_run, hostile)
@@ -110,6 +112,7 @@ def test_a_run_against_a_copy_of_itself_differs_by_nothing_and_its_name_is_escap
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_the_default_folder_is_inside_run_a_and_leaves_its_eval_alone(tiny_run, run_b, held_out):
     result = compare_runs(run_b, tiny_run, str(held_out))
     folder = run_b / "compare" / "run_b_vs_run"
@@ -134,6 +137,7 @@ def test_runs_of_other_classes_are_one_clear_error(tmp_path, held_out):
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_runs_that_read_different_files_are_one_clear_error(tiny_run, run_b, tmp_path):
     data = write_folder(tmp_path / "data", n=30)
     Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))).save(data / "normal" / "aa_small.png")

@@ -37,6 +37,7 @@ def evaluated(out) -> dict:
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_a_test_folder_alone_is_evaluated_and_a_failing_file_left_out(tiny_run, held_out, tmp_path, capsys):
     data = write_test_folder(tmp_path / "hospital_b", *held_out)
     out = tmp_path / "eval"
@@ -52,6 +53,7 @@ def test_a_test_folder_alone_is_evaluated_and_a_failing_file_left_out(tiny_run, 
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_an_npz_of_test_arrays_alone_or_with_empty_train_arrays(tiny_run, held_out, tmp_path, capsys):
     images, labels = held_out
     test = dict(test_images=images[..., 0], test_labels=labels[:, None])

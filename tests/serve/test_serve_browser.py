@@ -17,6 +17,7 @@ XRAYS = SHARED_DATA / "chest_xray_224" / "train" / "PNEUMONIA"
 
 # Checked before any fixture runs, so a machine without a browser does not train the run for nothing.
 pytestmark = [
+    pytest.mark.once,
     pytest.mark.e2e,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: install the Debian packages "
                        "chromium and chromium-driver (.ci/run does this)"),

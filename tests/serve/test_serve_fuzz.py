@@ -35,7 +35,7 @@ from test_fuzz_read_image import SEEDS, mutated  # noqa: E402  (its seeds and mu
 httpx = pytest.importorskip("httpx", reason="the service tests need httpx (pip install -e '.[dev]')")
 pytest.importorskip("fastapi", reason="the service needs the serve extra (pip install -e '.[serve]')")
 
-pytestmark = pytest.mark.e2e  # trains the tiny run (shared with tests/test_serve.py in one session)
+pytestmark = [pytest.mark.e2e, pytest.mark.once]  # the tiny run: shared with tests/test_serve.py
 
 SCALE = float(os.environ.get("ULTRASONIC_SERVE_FUZZ_EXAMPLES", "150")) / 150
 
