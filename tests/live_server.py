@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.serve.local import LocalServer
+from tiny_run import write_class_folders
 
 SIZE = 32
 TINY = dict(image_size=SIZE, epochs=3, batch_size=16, width=16, tensorboard=False, verbose=0,
@@ -20,11 +20,7 @@ def train_tiny_run(root: Path, n: int = 120) -> Path:
     """Synthetic lesion PNGs in root/data/<class>/, a run trained on them in root/run, evaluated."""
     from ultrasonic import evaluate, train
 
-    images, labels, _ = lesion_images(n, size=48, seed=0)
-    for i, (x, y) in enumerate(zip(images, labels)):
-        folder = root / "data" / ("normal", "pneumonia")[y]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x[..., 0]).save(folder / f"person{i // 2}_img_{i}.png")
+    write_class_folders(root / "data", n, 0, ("normal", "pneumonia"), "person{patient}_img_{i}.png")
     result = train(str(root / "data"), str(root / "run"), cache_dir=str(root / "cache"), **TINY)
     evaluate(result.run_dir, n_boot=20)
     return Path(result.run_dir)

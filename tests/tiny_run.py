@@ -40,6 +40,20 @@ def make_run(path: Path, preset: str = "default", size: int = 32, channels: int 
     return path
 
 
+def write_class_folders(root: Path, n: int, seed: int = 0, classes: tuple[str, ...] = ("normal", "pneumonia"),
+                        name: str = "img_{i:03d}.png", size: int = 48, transform=None, first_patient: int = 0) -> Path:
+    """n synthetic lesion PNGs in root/<class>/ (labels 0..len(classes)-1 of lesion_images), named by the
+    format `name` with i (the image) and patient (first_patient + i // 2: two images per patient); `transform` maps
+    each uint8 image (H, W) before saving (another site's intensity curve, say)."""
+    images, labels, _ = lesion_images(n, size=size, n_classes=len(set(classes)), seed=seed)
+    for i, (x, y) in enumerate(zip(images, labels)):
+        folder = root / classes[y]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = x[..., 0] if transform is None else transform(x[..., 0])
+        Image.fromarray(pixels).save(folder / name.format(i=i, patient=first_patient + i // 2))
+    return root
+
+
 def write_images(folder: Path, n: int, size: int = 40, seed: int = 0, prefix: str = "img") -> list[Path]:
     """n synthetic grey PNGs in `folder`, named prefix000.png, ..."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ultrasonic.cli import main
 from ultrasonic.data.synthetic import lesion_images
+from tiny_run import write_class_folders as lesion_folders
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +26,7 @@ def write_class_folders(root, n=300, n_classes=2, seed=0, names=("normal", "pneu
 
     Folders meant as separate splits need distinct `first_patient`: one patient in two splits is a leak.
     """
-    images, labels, _ = lesion_images(n, size=48, n_classes=n_classes, seed=seed)
-    for i, (x, y) in enumerate(zip(images, labels)):
-        folder = root / names[y]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x[..., 0]).save(folder / f"person{first_patient + i // 2}_img_{i}.png")
-    return root
+    return lesion_folders(root, n, seed, names[:n_classes], "person{patient}_img_{i}.png", first_patient=first_patient)
 
 
 @pytest.fixture(scope="module")

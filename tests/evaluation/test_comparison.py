@@ -13,9 +13,8 @@ import yaml
 from live_server import TINY
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from tiny_run import make_run
+from tiny_run import make_run, write_class_folders
 
-from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.errors import ConfigError, DataError
 from ultrasonic.evaluation.comparison import (_check_same_images, auc_verdict, compare_runs, comparison_lines,
                                               mcnemar_verdict)
@@ -27,12 +26,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 def write_folder(root: Path, n: int = N, seed: int = 7) -> Path:
-    images, labels, _ = lesion_images(n, size=48, seed=seed)
-    for i, (x, y) in enumerate(zip(images, labels)):
-        folder = root / CLASSES[y]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x[..., 0]).save(folder / f"held_{i:03d}.png")
-    return root
+    return write_class_folders(root, n, seed, CLASSES, "held_{i:03d}.png")
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.evaluation.site import site_check, site_lines
 from ultrasonic.rundir import RunDir, RunMeta
+from tiny_run import write_class_folders
 
 pytestmark = pytest.mark.e2e
 
 
 def write_site(root: Path, n: int = 80, seed: int = 11, gamma: float = 1.0, classes=("normal", "pneumonia")) -> Path:
     """Synthetic lesion PNGs of another 'site': other patients, an intensity curve of its own (gamma)."""
-    images, labels, _ = lesion_images(n, size=48, seed=seed)
-    for i, (x, y) in enumerate(zip(images, labels)):
-        folder = root / classes[y]
-        folder.mkdir(parents=True, exist_ok=True)
-        shifted = (255 * (x[..., 0] / 255.0) ** gamma).astype(np.uint8)
-        Image.fromarray(shifted).save(folder / f"site{seed}_person{i // 2}_img_{i}.png")
-    return root
+    def curve(x):
+        return (255 * (x / 255.0) ** gamma).astype(np.uint8)
+    return write_class_folders(root, n, seed, classes, f"site{seed}_person{{patient}}_img_{{i}}.png", transform=curve)
 
 
 def digest(folder: Path) -> dict[str, str]:
