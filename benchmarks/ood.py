@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import shared_dir  # noqa: E402
 
+from ultrasonic.errors import UnusableImageError  # noqa: E402
 from ultrasonic.inference.ood import METHODS, auroc  # noqa: E402
 
 DICOMS = {"DICOM CT": ["CT_small.dcm"], "DICOM MR": ["MR_small.dcm"],
@@ -111,20 +112,22 @@ def _bench(run_dir: Path, sets: dict) -> dict:
     root = Path(run.read_meta().data["path"])
     with open(run.splits, newline="") as f:
         test = [root / row["file"] for row in csv.DictReader(f) if row["split"] == "test"]
-    own = _scores(predictor, _read(predictor, test))
+    own = _scores(predictor, *_read(predictor, test))
     gate = predictor.gate
     out = {"run": str(run_dir), "test_images": len(test), "method": gate.method,
            "false_rejection": {m: float(np.mean(own[m] > gate.thresholds[m])) for m in METHODS}, "sets": {}}
     for name, source in sets.items():
-        scores = _scores(predictor, _read(predictor, source))
-        out["sets"][name] = {"n": len(scores[METHODS[0]]),
+        images, blank = _read(predictor, source)
+        scores = _scores(predictor, images, blank)
+        out["sets"][name] = {"n": len(scores[METHODS[0]]), "refused_as_blank": blank,
                              **{m: {"auroc": auroc(own[m], scores[m]),
                                     "refused": float(np.mean(scores[m] > gate.thresholds[m]))} for m in METHODS}}
     return out
 
 
-def _read(predictor, source) -> np.ndarray:
-    """The images of a set as the run reads them: files through read_image, arrays encoded as PNG first."""
+def _read(predictor, source) -> tuple[list[np.ndarray], int]:
+    """The images of a set as the run reads them (files through the decoder, arrays encoded as PNG first),
+    and how many the decoder refused as blank or too small (data/quality.py): refused before the gate."""
     if isinstance(source, str):  # "photos": scikit-image's sample images
         import skimage.data
 
@@ -132,8 +135,11 @@ def _read(predictor, source) -> np.ndarray:
         source = [a if a.dtype == np.uint8 else (255 * (a > 0) if a.dtype == bool else a).astype(np.uint8)
                   for a in arrays]
     if isinstance(source, np.ndarray) or (source and isinstance(source[0], np.ndarray)):
-        return np.stack([predictor.read(_png(np.asarray(a, dtype=np.uint8))) for a in source])
-    return np.stack([predictor.read(str(p)) for p in source])
+        decoded = [predictor.decode(_png(np.asarray(a, dtype=np.uint8))) for a in source]
+    else:
+        decoded = [predictor.decode(str(p)) for p in source]
+    blank = sum(isinstance(d.error, UnusableImageError) for d in decoded)
+    return [d.unwrap() for d in decoded if not isinstance(d.error, UnusableImageError)], blank
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -144,9 +150,13 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _scores(predictor, images: np.ndarray) -> dict[str, np.ndarray]:
-    probs, features = predictor.engine.predict_with_features(images)
-    return {m: predictor.gate.scores(probs, features, m) for m in METHODS}
+def _scores(predictor, images: list[np.ndarray], blank: int = 0) -> dict[str, np.ndarray]:
+    """Each method's score per image; an image refused as blank scores infinity (it gets no class either)."""
+    refused = np.full(blank, np.inf)
+    if not images:
+        return {m: refused for m in METHODS}
+    probs, features = predictor.engine.predict_with_features(np.stack(images))
+    return {m: np.concatenate([predictor.gate.scores(probs, features, m), refused]) for m in METHODS}
 
 
 def _markdown(results: dict) -> str:
@@ -155,11 +165,11 @@ def _markdown(results: dict) -> str:
         frr = ", ".join(f"{m} {100 * r['false_rejection'][m]:.1f} %" for m in METHODS)
         lines += [f"**{model}** ({r['run']}, {r['test_images']} test images; false rejection of its own test "
                   f"images: {frr})", "",
-                  "| out-of-distribution set | n | " + " | ".join(f"AUROC {m}" for m in METHODS) +
+                  "| out-of-distribution set | n | blank | " + " | ".join(f"AUROC {m}" for m in METHODS) +
                   " | " + " | ".join(f"refused {m}" for m in METHODS) + " |",
-                  "|---|---:|" + "---:|" * (2 * len(METHODS))]
+                  "|---|---:|---:|" + "---:|" * (2 * len(METHODS))]
         for name, s in r["sets"].items():
-            lines.append(f"| {name} | {s['n']} | " + " | ".join(f"{s[m]['auroc']:.3f}" for m in METHODS) + " | " +
+            lines.append(f"| {name} | {s['n']} | {s['refused_as_blank']} | " + " | ".join(f"{s[m]['auroc']:.3f}" for m in METHODS) + " | " +
                          " | ".join(f"{100 * s[m]['refused']:.0f} %" for m in METHODS) + " |")
         lines.append("")
     return "\n".join(lines)
