@@ -13,7 +13,7 @@ from ultrasonic.rundir import CARRIED, META_FORMAT, EvalDir, RunDir, RunMeta, si
 # The keys `train` writes, in its order: users and scripts read meta.json as JSON.
 TRAIN_KEYS = ["format", "model_id", "task", "classes", "positive_class", "image_size", "channels", "input",
               "threshold", "threshold_method", "operating_point", "temperature", "calibration", "validation",
-              "best_epoch", "train_seconds", "preset", "data", "backend", "versions", "created", "ood"]
+              "best_epoch", "train_seconds", "preset", "data", "backend", "versions", "created", "ood", "external"]
 
 
 def full_meta() -> RunMeta:
@@ -66,6 +66,7 @@ def test_a_missing_required_key_is_a_run_error_naming_the_file_and_the_key(tmp_p
     ("threshold", "0.5", "a number"),
     ("classes", ["a", 2], "a list of strings"),
     ("best_epoch", 2.5, "an integer or null"),
+    ("external", "eval_external", "an object or null"),
 ])
 def test_a_value_of_the_wrong_type_is_a_run_error_naming_the_key(tmp_path, key, value, expected):
     run = write_raw(tmp_path, {**full_meta().to_json(), key: value})
@@ -126,11 +127,14 @@ def test_the_file_names_a_user_sees(tmp_path):
     run = RunDir(tmp_path)
     names = {name: getattr(run, name).name for name in ("model", "checkpoint_state", "meta_path", "config",
                                                         "splits", "history", "curves", "data_report", "onnx",
-                                                        "savedmodel", "audit", "eval")}
+                                                        "savedmodel", "audit", "eval", "eval_external",
+                                                        "folds", "cv", "cv_predictions")}
     assert names == {"model": "model.keras", "checkpoint_state": "checkpoint.json", "meta_path": "meta.json",
                      "config": "config.yaml", "splits": "splits.csv", "history": "history.csv",
                      "curves": "curves.png", "data_report": "data_report.json", "onnx": "model.onnx",
-                     "savedmodel": "savedmodel", "audit": "audit.sqlite", "eval": "eval"}
+                     "savedmodel": "savedmodel", "audit": "audit.sqlite", "eval": "eval",
+                     "eval_external": "eval_external", "folds": "folds", "cv": "cv.json",
+                     "cv_predictions": "cv_predictions.csv"}
     out = run.evaluation
     assert [p.relative_to(tmp_path).as_posix() for p in (out.metrics, out.confusion_matrix, out.roc, out.pr,
                                                          out.report)] == \

@@ -232,7 +232,7 @@ def _train(args) -> int:
     from ultrasonic.training.fit import train
 
     result = train(config=cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"run directory: {result.run_dir}")
+    print("\n".join(result.summary_lines()))  # with --cv the estimate, with --external its figures
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import yaml
 
 from ultrasonic.data.quality import MIN_DYNAMIC_RANGE, MIN_IMAGE_SIDE
 from ultrasonic.errors import ConfigError
-from ultrasonic.validate import in_range, range_words, typed_value
+from ultrasonic.validate import class_name, class_names, in_range, pattern, range_words, typed_value
 from ultrasonic.inference.ood import DEFAULT_METHOD, METHODS
 from ultrasonic.models.names import MODELS, NORMS, PREPROCESSINGS, compact_filters, norm_groups
 from ultrasonic.training.devices import parse_devices
@@ -80,16 +79,6 @@ def _devices(value: Any) -> str:
     return str(value).strip().lower()  # YAML reads `devices: 2` as a number
 
 
-def _regex(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"patient_pattern must be a regular expression (text), got {value!r}")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ConfigError(f"patient_pattern {value!r} is not a valid regular expression ({exc})") from exc
-    return value
-
-
 OPERATING_POINTS = ("youden", "sensitivity", "specificity", "threshold")
 
 
@@ -123,32 +112,15 @@ def _operating_point(value: Any) -> str:
     return kind if target is None else f"{kind}={target:g}"
 
 
-def _class_name(value: Any) -> str:
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ConfigError(f"positive_class must be a class name, got {value!r}")
-    return str(value)
-
-
-def _classes(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [c.strip() for c in value.split(",") if c.strip()]
-    if not isinstance(value, list) or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
-                                              for c in value):
-        raise ConfigError(f"classes must be class names, as a list or 'a,b', got {value!r}")
-    if len(value) < 2 or len(set(map(str, value))) < len(value):
-        raise ConfigError(f"classes must name at least two different classes, got {value!r}")
-    return [str(c) for c in value]
-
-
 @dataclass
 class Config:
     # what to train on and where the run goes
     data: str = setting("", help="folder of class folders, folder with train/ [val/ test/], .npz, or 'demo'")
     out: str = setting("runs/latest", help="run directory", flag=True)
     preset: str = setting("default", tuple(PRESETS), "recipe the other settings start from", flag=True)
-    classes: list[str] | None = setting(None, _classes, "comma-separated class names, in order", flag=True,
+    classes: list[str] | None = setting(None, class_names, "comma-separated class names, in order", flag=True,
                                         shown="the sorted folder names")
-    positive_class: str | None = setting(None, _class_name, help="class counted as positive (binary only)", flag=True,
+    positive_class: str | None = setting(None, class_name, help="class counted as positive (binary only)", flag=True,
                                          shown="the second class")
     operating_point: str = setting("youden", _operating_point, "binary: how the threshold is chosen on the "
                                    "validation split: youden, sensitivity=0.95, specificity=0.95 or "
@@ -195,7 +167,7 @@ class Config:
     val_fraction: float = setting(0.1, "[0, 0.5)", "share of images carved out for validation", flag=True)
     test_fraction: float = setting(0.1, "[0, 0.5)", "share of images carved out for testing", flag=True)
     min_split_images: int = setting(100, "[0, inf)", "a given split smaller than this is carved from train")
-    patient_pattern: str | None = setting(KERMANY_PATIENT_PATTERN, _regex, "regex whose first group is the "
+    patient_pattern: str | None = setting(KERMANY_PATIENT_PATTERN, pattern, "regex whose first group is the "
                                           "patient id in a file name", flag=True,
                                           shown="Kermany 2018 names, e.g. person123_bacteria_456.jpeg")
     # bad images: skip them (listed in data_report.json) or stop at the first
@@ -208,6 +180,13 @@ class Config:
     min_dynamic_range: int = setting(MIN_DYNAMIC_RANGE, "[0, 255]", "images whose brightest minus darkest value "
                                                                     "(of 255) is lower are 'blank or too small "
                                                                     "to classify'; 0: no check")
+    # estimates beside the run's own validation split (training/cv.py, evaluation/external.py)
+    cv: int = setting(0, "[0, inf)", "k-fold cross-validation before the final run: k patient-grouped folds "
+                      "of the non-test images, each validated by a model trained on the others (OUT/folds/, "
+                      "OUT/cv.json); 0: none", flag=True)
+    external: str | None = setting(None, help="labelled folder or .npz from another source: the run is "
+                                   "evaluated on all of it after training (RUN/eval_external, meta.json "
+                                   "'external')", flag=True)
     # the same image (content) or patient in two splits stops the run unless allowed
     allow_leakage: bool = setting(False, help="train even if an image or patient is in two splits", flag=True)
     drop_duplicates: bool = setting(True, help="take train images identical to a val/test image out of "
@@ -390,6 +369,8 @@ def _combination_problems(v: dict[str, Any]) -> list[str]:
         problems.append(f"width={v['width']} does not work with norm='group': every layer's filters "
                         f"({', '.join(map(str, compact_filters(v['width'])))}) must split into "
                         f"min(8, filters // 4) equal groups; try width={' or '.join(map(str, sorted(near)))}")
+    if v["cv"] == 1:
+        problems.append("cv=1: one fold would leave nothing to validate on; give 0 (none) or 2 or more, e.g. --cv 5")
     if v["positive_class"] is not None and v["classes"] and v["positive_class"] not in v["classes"]:
         problems.append(f"positive_class={v['positive_class']!r} is not one of the classes {v['classes']}")
     return problems

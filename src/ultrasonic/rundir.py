@@ -8,6 +8,8 @@
     runs/<name>/data_report.json   counts per split and class, skipped and unreadable files
     runs/<name>/eval/              EvalDir: metrics.json, confusion_matrix.png, roc.png, pr.png, reliability.png,
                                    report.html
+    runs/<name>/eval_external/     the same, of `train --external DATA` (meta.json's `external` block)
+    runs/<name>/folds/fold_<k>/    `train --cv K`: a complete run per fold; cv.json: the estimate over them
     runs/<name>/model.onnx         after `ultrasonic export` (savedmodel/ with --format savedmodel),
                                    each with its sidecar JSON (model.onnx.json, savedmodel.json)
     runs/<name>/audit.sqlite       the audit log of `ultrasonic serve`
@@ -82,6 +84,10 @@ class RunMeta:
     # on validation), "validation_false_rejection" (measured), "fitted_on" ({"train": n, "val": n}), "file"};
     # None for runs made before the gate: they predict without one
     ood: dict[str, Any] | None = None
+    # `train --external DATA`: the run on another source's labelled images, beside `validation`:
+    # {"data", "evaluated_on", "n", "metrics" (the file), "roc_auc", "accuracy", "sensitivity", "specificity"
+    # (each {"value", "ci95"}), "threshold", "agrees", "warnings"} (evaluation/external.py); None: not asked for
+    external: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def carried(self) -> dict[str, Any]:
@@ -216,6 +222,10 @@ class RunDir:
     logs = property(lambda self: self.path / "logs")
     log_file = property(lambda self: self.path / "train.log")
     eval = property(lambda self: self.path / "eval")
+    eval_external = property(lambda self: self.path / "eval_external")
+    folds = property(lambda self: self.path / "folds")
+    cv = property(lambda self: self.path / "cv.json")
+    cv_predictions = property(lambda self: self.path / "cv_predictions.csv")
     evaluation = property(lambda self: EvalDir(self.eval))
     onnx = property(lambda self: self.path / "model.onnx")
     savedmodel = property(lambda self: self.path / "savedmodel")

@@ -1,8 +1,10 @@
-"""A setting's value as its declared type, and checked against a range written as text ("[0, 1)").
+"""A setting's value as its declared type, and checked against a range written as text ("[0, 1)");
+and the checks of the settings that a range or a list of choices cannot express (config.py names them).
 
     typed_value("dropout", float, "0.2")    # 0.2 (YAML reads `1e-3` as text; so do the CLI flags)
     in_range(1.5, "[0, 1)")                  # False
     range_words("(0, inf)", "")              # "positive"
+    class_names("normal, pneumonia")         # ["normal", "pneumonia"]
 """
 
 from __future__ import annotations
@@ -55,3 +57,34 @@ def range_words(text: str, unit: str) -> str:
     if low == 0 and not low_closed:
         return "positive"
     return f"{'at least' if low_closed else 'more than'} {text[1:].split(',')[0].strip()}{unit}"
+
+
+def pattern(value: Any) -> str:
+    """patient_pattern: a regular expression."""
+    if not isinstance(value, str):
+        raise ConfigError(f"patient_pattern must be a regular expression (text), got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"patient_pattern {value!r} is not a valid regular expression ({exc})") from exc
+    return value
+
+
+def class_name(value: Any) -> str:
+    """positive_class: one class name (YAML reads `1` as a number)."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ConfigError(f"positive_class must be a class name, got {value!r}")
+    return str(value)
+
+
+def class_names(value: Any) -> list[str]:
+    """classes: two or more different names, as a list or as 'a,b'."""
+    if isinstance(value, str):
+        value = [c.strip() for c in value.split(",") if c.strip()]
+    if not isinstance(value, list) or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
+                                              for c in value):
+        raise ConfigError(f"classes must be class names, as a list or 'a,b', got {value!r}")
+    if len(value) < 2 or len(set(map(str, value))) < len(value):
+        raise ConfigError(f"classes must name at least two different classes, got {value!r}")
+    return [str(c) for c in value]
+

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ultrasonic.config import KERMANY_PATIENT_PATTERN
-from ultrasonic.data.split import _groups, assign_splits, patient_ids
+from ultrasonic.data.split import _groups, assign_splits, fold_assignments, patient_ids
 from ultrasonic.errors import ConfigError
 
 
@@ -158,3 +158,47 @@ def test_only_a_test_split_given_carves_nothing_from_an_empty_train():
     refs, labels = patients_data(n_patients=20)
     split, notes = split_of(refs, labels, given=["test"] * len(refs))
     assert set(split) == {"test"}  # no val carved out of nothing (was a ZeroDivisionError); train says so
+
+
+# --- cross-validation folds (train --cv K) ---------------------------------------------------
+
+
+def test_folds_keep_each_patient_whole_and_cover_every_image():
+    rng = np.random.default_rng(3)
+    refs = [f"person{rng.integers(0, 40)}_x{i}.png" for i in range(150)]
+    labels = rng.integers(0, 2, 150)
+    fold = fold_assignments(refs, labels, 5, patient_pattern=r"^(person\d+)", seed=1)
+    assert sorted(set(fold.tolist())) == [0, 1, 2, 3, 4] and len(fold) == 150
+    patients = np.array(patient_ids(refs, r"^(person\d+)"))
+    for p in set(patients):
+        assert len(set(fold[patients == p])) == 1, p
+
+
+def test_folds_with_one_image_per_patient_hold_every_class_within_one_image():
+    labels = np.array([0] * 31 + [1] * 14 + [2] * 8)
+    refs = [f"person{i}_x.png" for i in range(len(labels))]
+    fold = fold_assignments(refs, labels, 4, patient_pattern=r"^(person\d+)", seed=7)
+    per_fold = np.array([np.bincount(labels[fold == k], minlength=3) for k in range(4)])
+    assert (per_fold.max(axis=0) - per_fold.min(axis=0) <= 1).all(), per_fold
+    assert not np.array_equal(fold, fold_assignments(refs, labels, 4, patient_pattern=r"^(person\d+)", seed=8))
+    assert np.array_equal(fold, fold_assignments(refs, labels, 4, patient_pattern=r"^(person\d+)", seed=7))
+
+
+def test_identical_images_go_to_one_fold_like_one_patient():
+    refs = [f"img{i}.png" for i in range(20)]
+    labels = np.arange(20) % 2
+    hashes = [f"h{i}" for i in range(18)] + ["h0", "h1"]  # the last two are copies of the first two
+    fold = fold_assignments(refs, labels, 3, patient_pattern=None, seed=0, hashes=hashes)
+    assert fold[18] == fold[0] and fold[19] == fold[1]
+
+
+@pytest.mark.parametrize("rare, k, expected", [
+    (False, 1, "at least 2 folds"),
+    (False, 6, r"^cv=6: only 5 patients \(groups of images\) outside the test split.*; use --cv 5 or fewer$"),
+    (True, 4, r"^cv=4: images of class 'rare' from only 3 patients .*; use --cv 3 or fewer$"),
+])
+def test_too_many_folds_for_the_patients_is_one_config_error(rare, k, expected):
+    refs = [f"person{i // 4}_x{i}.png" for i in range(20)]  # 5 patients of 4 images
+    labels = np.array([int(i % 4 == 0 and i < 12) if rare else i % 2 for i in range(20)])  # 'rare': 3 patients
+    with pytest.raises(ConfigError, match=expected):
+        fold_assignments(refs, labels, k, patient_pattern=r"^(person\d+)", seed=0, classes=["common", "rare"])

@@ -96,7 +96,7 @@ def load_dataset(cfg: Config, split_of: dict[str, str] | None = None,
                                      seed=cfg.seed, hashes=loaded.hashes)
     else:
         split = np.array([split_of.get(ref, "unused") for ref in catalog.refs], dtype=object).astype(str)
-        notes = ["splits: taken from the run's splits.csv"]
+        notes = ["splits: given, not carved (a run's splits.csv, or a fold of cross-validation)"]
     for note in notes:
         log.info("split: %s", note)
     split = split.astype(object)

@@ -4,11 +4,13 @@ A given test split is always kept. A given val split is kept when it is big
 enough; a missing or tiny one (the Kaggle chest_xray val has 16 images) is
 merged into train and a new one carved out of it, as is a missing test split. Carving is
 stratified by class and keeps every image of one patient on the same side,
-so validation never sees a patient that training saw.
+so validation never sees a patient that training saw. `fold_assignments`
+deals the same groups into k folds for cross-validation (`train --cv K`).
 
     split, notes = assign_splits(catalog.refs, catalog.labels, catalog.given_split,
                                  val_fraction=0.1, test_fraction=0.1, min_images=100,
                                  patient_pattern=r"^(person\\d+)", seed=42)
+    fold = fold_assignments(refs, labels, 5, patient_pattern=r"^(person\\d+)", seed=42)   # 0..4 per image
 """
 
 from __future__ import annotations
@@ -80,6 +82,49 @@ def assign_splits(
         split[pool[chosen]] = name
         notes.append(f"{name}: carved {chosen.sum()} images out of train (stratified, {how})")
     return split.astype(str), notes
+
+
+def fold_assignments(refs: list[str], labels: np.ndarray, k: int, *, patient_pattern: str | None, seed: int,
+                     hashes: list[str] | None = None, classes: list[str] | None = None) -> np.ndarray:
+    """The fold (0 .. k-1) of every image: whole groups (a patient, identical images) per fold, and each
+    class spread as evenly as the groups allow.
+
+    The groups are those carving uses (`_groups`). Large groups are dealt first, each to the fold that
+    holds the smallest share of the group's classes so far (then the fewest images): with one image per
+    patient, every fold's count of every class is within one of the others'.
+    """
+    labels = np.asarray(labels)
+    groups, _ = _groups(refs, patient_pattern, [], hashes)
+    unique, inverse = np.unique(groups.astype(str), return_inverse=True)
+    counts = np.zeros((len(unique), labels.max() + 1 if len(labels) else 1), dtype=np.int64)
+    np.add.at(counts, (inverse, labels), 1)
+    _check_folds(k, counts, classes or [str(c) for c in range(counts.shape[1])])
+    order = np.random.default_rng(seed).permutation(len(unique))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    per_class = counts.sum(axis=0)
+    filled = np.zeros((k, counts.shape[1]), dtype=np.int64)
+    fold_of = np.zeros(len(unique), dtype=np.int64)
+    for g in order:
+        share = (filled * counts[g]).sum(axis=1) / np.maximum(1, (per_class * counts[g]).sum())
+        fold = min(range(k), key=lambda f: (share[f], filled[f].sum(), f))
+        fold_of[g] = fold
+        filled[fold] += counts[g]
+    return fold_of[inverse]
+
+
+def _check_folds(k: int, counts: np.ndarray, classes: list[str]) -> None:
+    """Every fold needs a patient of every class to validate on: k groups of each, at least."""
+    if k < 2:
+        raise ConfigError(f"cv={k}: cross-validation needs at least 2 folds")
+    having = (counts > 0).sum(axis=0)  # per class: the groups with an image of it
+    fewest = int(having.argmin())
+    most = int(having[fewest])  # never more than the number of groups
+    what = (f"only {len(counts)} patients (groups of images)" if most == len(counts) else
+            f"images of class {classes[fewest]!r} from only {most} patients")
+    if most < k:
+        advice = f"use --cv {most} or fewer" if most >= 2 else "add images of more patients"
+        raise ConfigError(f"cv={k}: {what} outside the test split, and every fold needs its own to "
+                          f"validate on; {advice}")
 
 
 def _groups(refs: list[str], pattern: str | None, notes: list[str],

@@ -49,6 +49,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", 
     metrics["evaluated_on"] = where
     if data is not None:  # another site's data: does the stored operating point still hold there?
         metrics["site_check"] = site_check(metrics, predictor.meta)
+    elif predictor.meta.external:  # `train --external`: the other source's figures beside, in the report
+        metrics["external"] = {**predictor.meta.external, "validation": predictor.meta.validation}
     out = EvalDir(out) if out else run.evaluation
     _write_outputs(out, run, predictor, metrics, y, probs, positive, where)
     log.info("evaluate: report %s", out.report)

@@ -51,7 +51,7 @@ def write_report(
     info: label -> value rows of the first table (run, model, data, split, n images, date, ...).
     """
     body = [f"<h1>{escape(title)}</h1>", _info_section(info), _metrics_section(metrics),
-            _site_section(metrics.get("site_check")), _intervals_section(metrics), _calibration_section(metrics),
+            _site_section(metrics.get("site_check")), _external_section(metrics.get("external")), _intervals_section(metrics), _calibration_section(metrics),
             _images_section(images)]
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -149,6 +149,19 @@ def _site_section(check: Mapping[str, Any] | None) -> str:
     return (f"<h2>Site check</h2>\n<p{css}>{escape(check['verdict'])}.</p>\n"
             f"<p>At the run's threshold {check['threshold']:.3f}; {escape(check['rule'])}.</p>\n"
             + html_table(["measure", "validation", "here", "95% CI", "status"], rows))
+
+
+def _external_section(block: Mapping[str, Any] | None) -> str:
+    """`train --external`: the run on another source's images (meta.json's block), beside validation."""
+    if not block:
+        return ""
+    validation = block.get("validation", {})
+    rows = [[escape(name), format_metric(validation.get(name)), *_value_cells(block[name])]
+            for name in ("roc_auc", "accuracy", "sensitivity", "specificity")]
+    warnings = "".join(f'<p class="warning">{escape(w)}.</p>\n' for w in block["warnings"])
+    where = f"{block['evaluated_on']}, {block['n']} images; details in {block['metrics']}"
+    return (f"<h2>External data</h2>\n{warnings}<p>{escape(where)}.</p>\n"
+            + html_table(["measure", "validation", "external", "95% CI"], rows))
 
 
 def _intervals_section(metrics: Mapping[str, Any]) -> str:

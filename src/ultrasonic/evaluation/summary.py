@@ -2,6 +2,7 @@
 
     metrics = evaluate_predictions(y_true, probs, ["NORMAL", "PNEUMONIA"], threshold=0.37)
     write_metrics_json("run/eval/metrics.json", metrics)
+    headline(metrics)      # {"roc_auc": {"value", "ci95"}, "accuracy": ..., "sensitivity": ..., "specificity": ...}
     for line in summary_lines(metrics):
         ...
 """
@@ -161,6 +162,20 @@ def _value_ci(value: float, ci: tuple[float, float] | None) -> dict[str, Any]:
     return {"value": float(value), "ci95": [lo, hi]}
 
 
+HEADLINE = ("roc_auc", "accuracy", "sensitivity", "specificity")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The four figures a run is judged by, each {"value", "ci95"}: binary at the decision threshold (where
+    `predict` decides), more classes their macro means (macro_roc_auc, ...) and accuracy."""
+    if metrics.get("task") == "binary":
+        block = metrics.get("at_threshold", metrics["at_0.5"])
+        return {name: {"value": block[name]["value"], "ci95": block[name]["ci95"]} for name in HEADLINE}
+    overall = metrics["overall"]
+    return {name: {"value": overall[key]["value"], "ci95": overall[key]["ci95"]}
+            for name, key in zip(HEADLINE, ("macro_roc_auc", "accuracy", "macro_sensitivity", "macro_specificity"))}
+
+
 # --- output ---------------------------------------------------------------------------------
 
 
@@ -199,15 +214,15 @@ def _metric_line(name: str, entry: dict[str, Any]) -> str:
 
 def write_metrics_json(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
     """Write `metrics` atomically as JSON; nan and infinity become null (JSON has neither)."""
-    write_json(path, _json_safe(metrics))
+    write_json(path, json_safe(metrics))
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Copy of `value` with numpy values made plain and non-finite floats made None."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):

@@ -2,6 +2,10 @@
 
     result = train("chest_xray/", out="runs/cxr", epochs=5)   # Python API
     ultrasonic train chest_xray/ --out runs/cxr --epochs 5     # the same from the shell
+
+With cv=K (`--cv K`) the K folds of training/cv.py come first, each a run of its own under OUT/folds/;
+the run in OUT is then trained as without it. With external=DATA (`--external DATA`) the finished run
+is evaluated on DATA (evaluation/external.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ultrasonic.config import Config, load_config, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
 from ultrasonic.errors import DataError
+from ultrasonic.evaluation.crossval import cv_line
+from ultrasonic.evaluation.external import evaluate_external, external_lines
 from ultrasonic.evaluation.plots import plot_history
 from ultrasonic.inference.engines import load_model
 from ultrasonic.models import build_model, training_model
@@ -47,6 +53,13 @@ class TrainResult:
     threshold: float
     val_metrics: dict
     seconds: float
+    cv: dict | None = None  # cv.json's object, with cv=K
+    external: dict | None = None  # meta.json's `external`, with external=DATA
+
+    def summary_lines(self) -> list[str]:
+        """What `ultrasonic train` prints at the end."""
+        lines = [cv_line(self.cv) + f" (details: {RunDir(self.run_dir).cv})"] if self.cv else []
+        return lines + external_lines(self.external) + [f"run directory: {self.run_dir}"]
 
 
 def train(data: str | None = None, out: str | None = None, *, preset: str | None = None,
@@ -59,20 +72,38 @@ def train(data: str | None = None, out: str | None = None, *, preset: str | None
         cfg = load_config(preset, config, {**settings, "data": data, "out": out})
     if not cfg.data:
         raise DataError("no DATA given: pass a folder, a .npz file or 'demo'")
+    if cfg.external and not Path(cfg.external).expanduser().exists():  # one error now, not after training
+        raise DataError(f"{cfg.external}: no such file or folder (external); give a labelled class folder or .npz")
     run = RunDir(cfg.out)
     run.prepare(resume=resume, overwrite=overwrite)
     handler = _log_to(run.log_file)
     try:
-        return _train(cfg, run, resume)
+        estimate = None
+        if cfg.cv:
+            from ultrasonic.training.cv import cross_validate  # not at the top: cv trains each fold with train_split
+
+            estimate = cross_validate(cfg, run, resume, overwrite)
+        result = replace(_train(cfg, run, resume), cv=estimate)
+        return replace(result, external=evaluate_external(run.path, cfg.external)) if cfg.external else result
     finally:
-        logging.getLogger("ultrasonic").removeHandler(handler)
-        handler.close()
+        _stop_logging(handler)
 
 
-def _train(cfg: Config, run: RunDir, resume: bool) -> TrainResult:
+def train_split(cfg: Config, run: RunDir, split_of: dict[str, str], resume: bool = False) -> TrainResult:
+    """A run whose splits are given (file -> "train", "val", "test"; others take no part), into the prepared
+    `run`, logged to its own train.log too: one fold of cross-validation (training/cv.py)."""
+    handler = _log_to(run.log_file)
+    try:
+        return _train(cfg, run, resume, split_of)
+    finally:
+        _stop_logging(handler)
+
+
+def _train(cfg: Config, run: RunDir, resume: bool, split_of: dict[str, str] | None = None) -> TrainResult:
     start = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    ds = load_dataset(cfg, report_to=run.data_report)  # the report is written even if the data stops the run
+    # the report is written even if the data stops the run
+    ds = load_dataset(cfg, split_of=split_of, report_to=run.data_report)
     check_leakage(ds, cfg)
     _check_splits(ds)
     save_config(cfg, run.config)
@@ -241,6 +272,11 @@ def _versions() -> dict:
     except ImportError:
         pass
     return versions
+
+
+def _stop_logging(handler: logging.Handler) -> None:
+    logging.getLogger("ultrasonic").removeHandler(handler)
+    handler.close()
 
 
 def _log_to(path: Path) -> logging.Handler:
