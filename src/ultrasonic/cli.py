@@ -63,6 +63,8 @@ def _shared_options(top: bool) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ultrasonic.serve import command as serve_command
+
     parser = argparse.ArgumentParser(prog="ultrasonic", parents=[_shared_options(top=True)],
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"ultrasonic {__version__}")
@@ -76,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_explain(sub)
     _add_bench(sub)
-    _add_serve(sub)
+    serve_command.add_parser(sub, _command, _add_ood_option)
     demo = _command(sub, "demo", "train + evaluate on the demo data, print where the report is")
     demo.add_argument("--out", default="runs/demo", help="run directory")
     demo.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"], help="training epochs")
@@ -202,25 +204,6 @@ def _add_explain(sub) -> None:
     p.set_defaults(func=_explain)
 
 
-def _add_serve(sub) -> None:
-    p = _command(sub, "serve", "REST service and web page for a run (FastAPI on uvicorn)")
-    p.add_argument("run_dir")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--token", default=os.environ.get("ULTRASONIC_TOKEN"),
-                   help="require 'Authorization: Bearer TOKEN' on /predict, /predictions and /cam "
-                        "(default $ULTRASONIC_TOKEN; none)")
-    p.add_argument("--db", help="SQLite audit log of every prediction (default RUN_DIR/audit.sqlite)")
-    p.add_argument("--max-upload-mb", type=float, help="largest upload accepted (default 32)")
-    p.add_argument("--max-pixels", type=int,
-                   help="largest image in pixels, against decompression bombs (default 50 million)")
-    p.add_argument("--engine", choices=ENGINES,
-                   help="keras (default; with heat maps) or onnx: RUN_DIR/model.onnx through ONNX Runtime, "
-                        "no TensorFlow needed, no heat maps (make it with `ultrasonic export`)")
-    _add_ood_option(p)
-    p.set_defaults(func=_serve)
-
-
 def _train(args) -> int:
     from ultrasonic.config import flag_fields, load_config, parse_set
     from ultrasonic.training.devices import prepare_backend
@@ -322,15 +305,6 @@ def _explain(args) -> int:
     rows = explain_files(Predictor(args.run_dir), args.paths, args.out, layer=args.layer)
     print_rows(rows, args.format)
     return _say_errors(rows)
-
-
-def _serve(args) -> int:
-    from ultrasonic.serve import ServeSettings, serve
-
-    given = {k: getattr(args, k) for k in ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood")}
-    settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
-    serve(args.run_dir, args.host, args.port, settings)
-    return 0
 
 
 def _add_bench(sub) -> None:

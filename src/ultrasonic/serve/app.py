@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 
 from ultrasonic import __version__
@@ -28,50 +28,58 @@ from ultrasonic.errors import (BadImageError, ConfigError, ImageTooLargeError, U
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.cams import CamStore
+from ultrasonic.serve.docs import add_docs
 from ultrasonic.serve.guard import RequestGuard
+from ultrasonic.serve.schemas import AuditRow, Health, ModelInfo, Prediction, error_responses
 from ultrasonic.serve.service import PredictionService
 from ultrasonic.serve.settings import ServeSettings
 
 log = logging.getLogger("ultrasonic")
 
 PROTECTED = ("/predict", "/predictions", "/cam/")  # patient data in and out; /, /health, /model stay open
-ERRORS = {401: {"description": "token missing or wrong (only when started with --token)"},
-          413: {"description": "upload or image too large"},
-          415: {"description": "not an image ultrasonic can read"},
-          422: {"description": "no `file` field, a bad query parameter, or an image the decoders fail on"}}  # all JSON {"detail": "..."}
+MAX_OFFSET = 2**62  # far past any audit log, and inside SQLite's 64-bit integers
+# `file` as OpenAPI 3.0's binary string too (FastAPI writes only 3.1's contentMediaType): generated clients
+# (openapi-python-client, Schemathesis) then send a file part, not a text field the endpoint refuses.
+BINARY = {"format": "binary"}
+PATH_KEYS = ("evaluated_on",)  # keys of metrics.json that name a folder of the server
 
 
 def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     """Load the run once, open the audit log, and wire the endpoints."""
     predictor = Predictor(run_dir, max_pixels=settings.max_pixels, engine=settings.engine, ood=settings.ood)
     service = PredictionService(predictor, AuditLog(settings.db_path(run_dir)), CamStore(settings.cam_cache),
-                                settings.max_upload_bytes)
+                                settings.max_upload_bytes, log_filenames=settings.log_filenames)
     service.warm_up()
-    app = FastAPI(title="ultrasonic", version=__version__,
-                  description=f"Predictions of the run `{Path(run_dir).name}` (model {predictor.model_id}).")
+    app = FastAPI(title="ultrasonic", version=__version__, docs_url=None, redoc_url=None,
+                  description=f"Predictions of the run `{Path(run_dir).name}` (model {predictor.model_id}). "
+                              "Every error is JSON {\"detail\": \"...\"}.")
     app.add_middleware(RequestGuard, token=settings.token, protected=PROTECTED,
                        max_bytes=settings.max_upload_bytes)
     app.state.service = service
     _add_error_handlers(app)
-    _add_routes(app, service)
+    _add_routes(app, service, bool(settings.token))
+    add_docs(app)
     return app
 
 
-def _add_routes(app: FastAPI, service: PredictionService) -> None:
+def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None:
     predictor = service.predictor
     page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
-    # Documents the bearer scheme in /docs (its Authorize button); RequestGuard enforces it.
-    bearer = [Depends(HTTPBearer(auto_error=False))]
+    # With a token: the bearer scheme in the schema (and /docs' Authorize button), and 401 among the
+    # answers of the routes it guards; RequestGuard enforces it. Without one, neither.
+    bearer = [Depends(HTTPBearer(auto_error=False))] if guarded else []
+    auth = (401,) if guarded else ()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/health", summary="Is the service up, and which model does it serve")
+    @app.get("/health", summary="Is the service up, and which model does it serve", response_model=Health)
     def health() -> dict:
         return {"status": "ok", "model_id": predictor.model_id}
 
-    @app.get("/model", summary="The model: classes, input size, threshold, evaluation metrics")
+    @app.get("/model", summary="The model: classes, input size, threshold, evaluation metrics",
+             response_model=ModelInfo)
     def model() -> dict:
         return {"model_id": predictor.model_id, "classes": predictor.classes,
                 "image_size": list(predictor.image_size), "channels": predictor.channels,
@@ -82,8 +90,9 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
                 "metrics": _eval_metrics(predictor)}
 
     @app.post("/predict", summary="Class, probabilities and Grad-CAM of one image (PNG, JPEG, DICOM...)",
-              dependencies=bearer, responses=ERRORS)
-    def predict(request: Request, file: UploadFile = File(..., description="the image"),
+              dependencies=[*bearer, Depends(_one_file)], responses=error_responses(400, *auth, 413, 415, 422),
+              response_model=Prediction, response_model_exclude_unset=True)
+    def predict(request: Request, file: UploadFile = File(..., description="the image", json_schema_extra=BINARY),
                 cam: Literal["url", "base64"] = Query("url", description="base64: also return the overlay "
                                                       "PNG inline as cam_png_base64")) -> dict:
         data = service.read_upload(file.file)
@@ -93,7 +102,8 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
         return row
 
     @app.get("/cam/{cam_id}.png", summary="Grad-CAM overlay of a recent prediction", dependencies=bearer,
-             response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: {}})
+             response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the PNG"},
+                                                 **error_responses(*auth, 404, 422)})
     def cam(cam_id: int) -> Response:
         png = service.cams.get(cam_id)
         if png is None:
@@ -102,10 +112,20 @@ def _add_routes(app: FastAPI, service: PredictionService) -> None:
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/predictions", summary="The audit log, newest first", dependencies=bearer,
-             responses={code: ERRORS[code] for code in (401, 422)})
-    def predictions(limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> JSONResponse:
-        items = service.audit.page(limit, offset)
-        return JSONResponse(items, headers={"X-Total-Count": str(service.audit.count())})
+             responses=error_responses(*auth, 422), response_model=list[AuditRow])
+    def predictions(response: Response, limit: int = Query(50, ge=1, le=1000),
+                    offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> list[dict]:
+        response.headers["X-Total-Count"] = str(service.audit.count())
+        return service.audit.page(limit, offset)
+
+
+async def _one_file(request: Request) -> None:
+    """Refuse more than one `file` part: only one image is predicted, and silently dropping the others
+    would leave the client believing they were."""
+    parts = (await request.form()).getlist("file")  # the form FastAPI has already parsed (cached)
+    if len(parts) > 1:
+        raise HTTPException(422, f"{len(parts)} parts named 'file': send one image per request "
+                                 "(POST /predict once per image)")
 
 
 def _ood_info(predictor: Predictor) -> dict | None:
@@ -121,12 +141,26 @@ def _eval_metrics(predictor: Predictor) -> dict | None:
     path = predictor.run.evaluation.metrics
     try:
         # NaN/Infinity (a metric undefined on this test set) become null: strict JSON, as clients expect.
-        return json.loads(path.read_text(), parse_constant=lambda _: None)
+        return _without_paths(json.loads(path.read_text(), parse_constant=lambda _: None))
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("%s: unreadable (%s); /model shows no metrics", path, exc)
         return None
+
+
+def _without_paths(value):
+    """metrics.json less what names a place on the server (evaluated_on, any string with a slash):
+    a client learns the figures, not the server's folders."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k not in PATH_KEYS and not _is_path(v)}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value if not _is_path(v)]
+    return value
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, str) and ("/" in value or "\\" in value)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +51,7 @@ class AuditLog:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 conn.execute(SCHEMA)
@@ -90,6 +92,15 @@ class AuditLog:
             yield conn
         finally:
             conn.close()
+
+
+def _create_private(path: Path) -> None:
+    """Make the log file readable and writable by its owner only (0600) before SQLite opens it: it holds
+    file names and image hashes of patients. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # an existing log keeps the mode its owner gave it
 
 
 def _add_ood_columns(conn: sqlite3.Connection) -> None:

@@ -29,8 +29,10 @@ MAX_NAME = 255
 class PredictionService:
     """A loaded run plus the audit log and the overlay cache; safe to call from many threads."""
 
-    def __init__(self, predictor: Predictor, audit: AuditLog, cams: CamStore, max_upload_bytes: int):
+    def __init__(self, predictor: Predictor, audit: AuditLog, cams: CamStore, max_upload_bytes: int,
+                 log_filenames: bool = False):
         self.predictor = predictor
+        self.log_filenames = log_filenames
         self.audit = audit
         self.cams = cams
         self.max_upload_bytes = max_upload_bytes
@@ -81,9 +83,16 @@ class PredictionService:
                                    message=row.get("message"))
         if png is not None:
             self.cams.put(row_id, png)
-        log.info("prediction %d: %s -> %s for %s", row_id, name, row.get("message") or caption, client)
+        log.info("prediction %d: %s -> %s for %s", row_id, self._logged_name(name, sha256),
+                 row.get("message") or caption, client)
         return {"id": row_id, **row, "model_id": self.predictor.model_id, "sha256": sha256,
                 "cam_url": f"/cam/{row_id}.png" if png is not None else None}, png
+
+    def _logged_name(self, name: str, sha256: str) -> str:
+        """What the server log says of the file: its name only with --log-filenames (names often carry a
+        patient's name or record number); otherwise the start of the upload's sha256, which the audit
+        log (behind the token) ties to the name."""
+        return repr(name) if self.log_filenames else f"sha256:{sha256[:12]}"
 
     def _run_model(self, images: np.ndarray,
                    class_index: int | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

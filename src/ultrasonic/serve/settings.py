@@ -28,6 +28,8 @@ class ServeSettings:
                     ONNX Runtime: no TensorFlow or Keras loaded, no heat maps)
     ood:            the out-of-distribution gate: "abstain" (an image unlike the training images gets
                     no class and the message "not like the training images"), "warn" or "off"
+    log_filenames:  write the uploaded file names to the server log (default: the start of each
+                    upload's sha256 instead; names often carry a patient's name or record number)
     """
 
     token: str | None = None
@@ -37,6 +39,7 @@ class ServeSettings:
     cam_cache: int = CAM_CACHE
     engine: str = "keras"
     ood: str = "abstain"
+    log_filenames: bool = False
 
     def __post_init__(self):
         if self.max_upload_mb <= 0:
