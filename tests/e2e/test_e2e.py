@@ -146,12 +146,15 @@ def test_second_train_decodes_nothing(trained, folder_data, tmp_path, caplog):
 
 def test_predict_cli_json_rows(trained, folder_data, capsys):
     files = sorted((folder_data / "pneumonia").glob("*.png"))[:3]
-    code = main(["predict", str(trained[0].run_dir), *map(str, files), "--format", "json"])
+    # --ood warn: a class for every row. A 1 % gate set on 30 validation images may flag a training image
+    # of a tiny model (its score just above the highest validation score): then the row has a message too.
+    code = main(["predict", str(trained[0].run_dir), *map(str, files), "--format", "json", "--ood", "warn"])
     rows = json.loads(capsys.readouterr().out)
     assert code == 0 and len(rows) == 3
     for row, f in zip(rows, files):
-        assert set(row) == {"file", "class", "probabilities", "threshold", "ood_score", "in_distribution"}
-        assert row["file"] == str(f) and row["in_distribution"] is True
+        flagged = {"message"} if row["in_distribution"] is False else set()
+        assert set(row) == {"file", "class", "probabilities", "threshold", "ood_score", "in_distribution"} | flagged
+        assert row["file"] == str(f) and isinstance(row["in_distribution"], bool) and row["ood_score"] >= 0
         assert row["class"] in ("normal", "pneumonia")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
 
@@ -170,7 +173,7 @@ def test_predict_folder_csv_and_bad_file(trained, folder_data, tmp_path, capsys)
 def test_predictor_api_matches_cli_decision(trained, folder_data):
     from ultrasonic import Predictor
 
-    p = Predictor(trained[0].run_dir)
+    p = Predictor(trained[0].run_dir, ood="warn")  # the decision itself, whatever the gate says of the image
     f = sorted((folder_data / "normal").glob("*.png"))[0]
     probs = p.predict_proba(p.read(f)[None])
     row = p.predict_files([f])[0]

@@ -29,6 +29,7 @@ from ultrasonic.data.dataset import Dataset
 from ultrasonic.data.split import assign_splits
 from ultrasonic.errors import ConfigError, DataError, RunError
 from ultrasonic.evaluation.calibration import calibration_metrics, fit_temperature, uncalibrated
+from ultrasonic.evaluation.evaluate import images_of, labels_in_run_classes
 from ultrasonic.evaluation.metrics import binary_metrics
 from ultrasonic.evaluation.thresholds import operating_threshold
 from ultrasonic.inference.engines import load_model, predict_array, predict_with_features, scoring_model
@@ -147,8 +148,6 @@ def recalibrate(run_dir: str | Path, data: str, out: str | Path, *, operating_po
 
 def _site_images(run: RunDir, data: str, classes: list[str]) -> tuple[Dataset, np.ndarray, str]:
     """Every readable image of DATA, decoded as the run's model expects."""
-    from ultrasonic.evaluation.evaluate import images_of
-
     ds, idx, where = images_of(run, data, None, classes)
     if len(idx) < 4:
         raise DataError(f"{data}: {len(idx)} readable images; recalibrating needs a labelled sample "
@@ -162,8 +161,6 @@ def _site_images(run: RunDir, data: str, classes: list[str]) -> tuple[Dataset, n
 
 
 def _labels_in(ds: Dataset, classes: list[str]) -> np.ndarray:
-    from ultrasonic.evaluation.evaluate import labels_in_run_classes
-
     return labels_in_run_classes(ds, np.arange(len(ds.labels)), classes)
 
 
