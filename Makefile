@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,jax,serve,onnx]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,jax,serve,onnx,pacs]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

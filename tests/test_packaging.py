@@ -44,7 +44,7 @@ def requirements(extra: str | None = None) -> list[Requirement]:
 
 
 def test_serving_an_exported_model_installs_no_backend():
-    for extra in (None, "serve", "onnx"):
+    for extra in (None, "serve", "onnx", "pacs"):
         assert {r.name for r in requirements(extra)} & BACKENDS == set(), extra
     assert {"keras", "tensorflow-cpu", "tensorflow"} <= {r.name for r in requirements("tensorflow")}
     assert {"keras", "jax"} <= {r.name for r in requirements("jax")}
@@ -53,7 +53,7 @@ def test_serving_an_exported_model_installs_no_backend():
 def test_upper_bounds_admit_the_installed_releases():
     """A cap such as `pillow<13` must not refuse a newer release that is installed and tested here."""
     refused = []
-    for extra in (None, "tensorflow", "jax", "serve", "onnx", "dev"):
+    for extra in (None, "tensorflow", "jax", "serve", "onnx", "pacs", "dev"):
         for req in requirements(extra):
             try:
                 installed = metadata.version(req.name)
@@ -93,7 +93,7 @@ def test_the_sdist_metadata_names_the_licence_and_keeps_backends_in_extras(sdist
     _, pkg_info = sdist
     assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
     assert set(re.findall(r"^Provides-Extra: (\S+)$", pkg_info, re.M)) == {"tensorflow", "jax", "serve", "onnx",
-                                                                           "dev"}
+                                                                           "pacs", "dev"}
     core = [Requirement(line.split(":", 1)[1]) for line in pkg_info.splitlines()
             if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert core and {r.name for r in core} & BACKENDS == set()

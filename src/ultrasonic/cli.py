@@ -165,7 +165,8 @@ def _add_predict(sub) -> None:
     p = _command(sub, "predict", "class and probabilities for image files and folders")
     p.add_argument("run_dir")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "json", "fhir"], default="table",
+                   help="fhir: an R4 DiagnosticReport, an Observation per image (the `pacs` extra)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR (default: none)")
     p.add_argument("--engine", choices=ENGINES, default="keras",
@@ -255,19 +256,21 @@ def _predict(args) -> int:
 
     if args.cam and args.engine != "keras":
         raise ConfigError("--cam needs the keras engine: heat maps come from the model's gradients")
+    if args.out and args.format == "fhir":
+        raise ConfigError("--format fhir prints one report; it does not go with --out CSV")
     if (args.resume or args.shard) and not args.out:
         raise ConfigError("--resume and --shard go with --out CSV")
     ood = args.ood or "abstain"
     if args.out:
         return _predict_to_csv(args, Predictor(args.run_dir, engine=args.engine, ood=ood))
+    predictor = Predictor(args.run_dir, engine=args.engine, ood=ood)  # --cam: engine is keras (checked above)
     if args.cam:
         from ultrasonic.explain.gradcam import explain_files
 
-        rows = explain_files(Predictor(args.run_dir, ood=ood), args.paths, args.cam)
+        rows = explain_files(predictor, args.paths, args.cam)
     else:
-        rows = Predictor(args.run_dir, engine=args.engine, ood=ood).predict_files(args.paths,
-                                                                                  batch_size=args.batch_size)
-    print_rows(rows, args.format)
+        rows = predictor.predict_files(args.paths, batch_size=args.batch_size)
+    print_rows(rows, args.format, predictor.meta)
     return _say_errors(rows)
 
 

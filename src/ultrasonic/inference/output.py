@@ -1,4 +1,4 @@
-"""Prediction rows on standard output, as `predict` and `explain` print them: a table, CSV or JSON.
+"""Prediction rows on standard output, as `predict` and `explain` print them: a table, CSV, JSON or FHIR.
 
     print_rows(Predictor("runs/cxr").predict_files(["scans/"]), "table")
 """
@@ -12,7 +12,13 @@ import sys
 from ultrasonic.inference.batch import csv_header, csv_row  # the columns of `predict --out CSV` too
 
 
-def print_rows(rows: list[dict], format: str) -> None:
+def print_rows(rows: list[dict], format: str, meta=None) -> None:
+    """`meta` (the run's RunMeta) only for "fhir": the report names the model."""
+    if format == "fhir":
+        from ultrasonic.pacs.fhir import diagnostic_report_json
+
+        print(diagnostic_report_json(rows, meta))
+        return
     {"json": print_json, "csv": print_csv, "table": print_table}[format](rows)
 
 
