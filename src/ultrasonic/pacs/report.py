@@ -10,7 +10,8 @@ source's study and series):
     Pneumonia, Normal), or as text when the class has no code; none when the out-of-distribution
     gate refused the image: a Comment (DCM 121106) says it is not like the training images;
   - Probability (DCM 122157, unit {ratio}) of the positive class (two classes) or of the predicted one,
-    the Threshold Value (DCM 122411) it is compared with, and the group's finding type the positive class;
+    and the Threshold Value (DCM 122411) it is compared with (no TID 1501 "finding type": its concept name
+    is Finding too, so a reader could not tell the question from the answer);
   - the algorithm (TID 4019: name ultrasonic, its version, the model id as a parameter) and the device
     observer (the model id as its model name).
 UIDs are derived from (source SOP Instance UID, model id) (uids.py): the same image and model give the
@@ -46,7 +47,6 @@ def structured_report(source: Dataset, row: dict, meta, finding_codes: Mapping |
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uids["sop"], "group"),
                                                      identifier="ultrasonic classification"),
-        finding_type=_positive_code(meta, finding_codes),
         algorithm_id=_algorithm(hd, meta),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         measurements=_measurements(hd, row, meta),
@@ -83,10 +83,6 @@ def _scored_class(row: dict, meta) -> str:
     if len(meta.classes) == 2:
         return meta.positive_class
     return row["class"] or max(row["probabilities"], key=row["probabilities"].get)
-
-
-def _positive_code(meta, finding_codes):
-    return C.finding_code(meta.positive_class, finding_codes) if meta.positive_class else None
 
 
 def _measurements(hd, row: dict, meta) -> list:
