@@ -33,7 +33,7 @@ def validate():
 @pytest.fixture
 def source(tmp_path) -> pydicom.Dataset:
     """A dicomized 40 x 48 grey picture with a gradient, read back as a pydicom Dataset."""
-    from ultrasonic.pacs.dicomize import write_dicomized
+    from ultrasonic.pacs.picture import write_dicomized
 
     picture = tmp_path / "source.png"
     Image.fromarray(np.add.outer(np.arange(40), np.arange(48)).astype(np.uint8) * 2).save(picture)

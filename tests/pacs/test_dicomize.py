@@ -10,7 +10,7 @@ from PIL import Image
 from ultrasonic.cli import main
 from ultrasonic.data.io import read_image
 from ultrasonic.errors import ConfigError
-from ultrasonic.pacs.dicomize import dicomize, write_dicomized
+from ultrasonic.pacs.picture import dicomize, write_dicomized
 from tiny_run import real_chest_xrays
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from ultrasonic.cli import main
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.pacs import codes as C
-from ultrasonic.pacs.dicomize import write_dicomized
+from ultrasonic.pacs.picture import write_dicomized
 from ultrasonic.pacs.report import structured_report
 from tiny_run import make_run
 

@@ -25,7 +25,7 @@ def add_parser(sub, command_factory) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ultrasonic.errors import ConfigError
-    from ultrasonic.pacs.dicomize import write_dicomized
+    from ultrasonic.pacs.picture import write_dicomized
 
     if args.series_uid and not args.study_uid:
         raise ConfigError("--series-uid goes with --study-uid: a series belongs to one study")

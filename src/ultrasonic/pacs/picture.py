@@ -1,4 +1,4 @@
-"""dicomize: a JPEG or PNG (any format read_image reads) as a DICOM Secondary Capture image.
+"""dicomize: a picture file (JPEG, PNG, any format read_image reads) as a DICOM Secondary Capture image.
 
 Secondary Capture, not DX or CR: those IODs make the detector's pixel spacing and the exposure
 mandatory, which a JPEG does not hold, and a made-up value would be read as a measurement. The
