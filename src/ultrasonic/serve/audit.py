@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 # The out-of-distribution gate's verdict, added to the table above (an older log gets them on opening).
 # An image the gate refused has class '' (read back as null) and in_distribution 0.
 OOD_COLUMNS = {"ood_score": "REAL", "in_distribution": "INTEGER", "message": "TEXT"}
+CHAIN_START = "CREATE TABLE IF NOT EXISTS chain_start (before_id INTEGER NOT NULL)"  # one row: see _start_chain
 # The hash chain, added the same way: rows written before it keep null in both.
 CHAIN_COLUMNS = {"prev_hash": "TEXT", "hash": "TEXT"}
 CONTENT = ("id", "time", "model_id", "sha256", "file", "class", "probabilities", "threshold", "client",
@@ -70,8 +71,11 @@ class AuditLog:
             _create_private(self.path)
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+                conn.execute("BEGIN IMMEDIATE")  # two services opening one old log add its columns once
                 conn.execute(SCHEMA)
-                _add_columns(conn, {**OOD_COLUMNS, **CHAIN_COLUMNS})
+                _add_columns(conn, OOD_COLUMNS)
+                _start_chain(conn)
+                conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"{self.path}: cannot open the audit log ({exc}); give a writable file "
                               "with --db") from exc
@@ -143,6 +147,17 @@ def last_hash(conn: sqlite3.Connection) -> str:
     """The hash of the newest chained row, or GENESIS when there is none (a new log, or one from before the chain)."""
     found = conn.execute("SELECT hash FROM predictions WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
     return found[0] if found else GENESIS
+
+
+def _start_chain(conn: sqlite3.Connection) -> None:
+    """Add the chain's columns to a new log, or to one from before the chain, and note in chain_start the
+    last row written before it (0 for a new log): verify then knows which rows must carry a hash, and a
+    chained row whose hash is erased cannot pass for an old one."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    conn.execute(CHAIN_START)
+    if "hash" not in present:
+        _add_columns(conn, CHAIN_COLUMNS)
+        conn.execute("INSERT INTO chain_start SELECT COALESCE(MAX(id), 0) FROM predictions")
 
 
 def _add_columns(conn: sqlite3.Connection, columns: dict[str, str]) -> None:

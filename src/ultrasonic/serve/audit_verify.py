@@ -101,10 +101,11 @@ def verify(db: str | Path, head: str | None = None) -> Report:
 def _walk(conn: sqlite3.Connection, head: str | None) -> Report:
     report = Report()
     expected, last_id, head_seen = None, None, head is None  # expected: the prev_hash the next row must carry
+    before = _chain_start(conn)
     for row in conn.execute(f"SELECT {', '.join(CONTENT)}, prev_hash, hash FROM predictions ORDER BY id"):
         report.rows += 1
         row_id, content, prev, stored = row[0], row[:len(CONTENT)], row[-2], row[-1]
-        problem = _check(row_id, content, prev, stored, expected, last_id)
+        problem = _check(row_id, content, prev, stored, expected, last_id, before)
         if problem:
             report.problem = problem
             return report
@@ -119,15 +120,25 @@ def _walk(conn: sqlite3.Connection, head: str | None) -> Report:
     return report
 
 
-def _check(row_id, content, prev, stored, expected, last_id) -> Problem | None:
-    """What is wrong with one row, given the hash the row before it had (None: no chained row yet)."""
+def _chain_start(conn: sqlite3.Connection) -> int | None:
+    """The last row written before the chain began (0: none), or None for a log that does not say."""
+    try:
+        found = conn.execute("SELECT MIN(before_id) FROM chain_start").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return found[0]
+
+
+def _check(row_id, content, prev, stored, expected, last_id, before) -> Problem | None:
+    """What is wrong with one row, given the hash the row before it had (None: no chained row yet) and the
+    last row from before the chain (None: unknown; then rows without a hash may only come first)."""
     if expected is not None and last_id is not None and row_id != last_id + 1:
         gone = f"row {last_id + 1}" if row_id == last_id + 2 else f"rows {last_id + 1} to {row_id - 1}"
         return Problem(last_id + 1, f"deleted: ids jump from {last_id} to {row_id} ({gone} missing)")
     if stored is None:
-        if expected is None:
+        if (row_id <= before) if before is not None else expected is None:
             return None  # from before the chain: not checkable, counted
-        return Problem(row_id, "has no hash although rows before it are chained: it was added behind the "
+        return Problem(row_id, "has no hash although the chain began before it: it was added behind the "
                                "service's back, or its hash was erased")
     if prev != (expected or GENESIS):
         before = f"row {last_id}'s hash" if expected else "the chain's start (no chained row before it)"
