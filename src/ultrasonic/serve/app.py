@@ -4,7 +4,7 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints: GET / (the page), POST /predict, GET /cam/{id}.png, GET /predictions,
-GET /model, GET /health, GET /docs. Every error is JSON {"detail": "..."}:
+GET /audit (the audit log as a page), GET /model, GET /health, GET /docs. Every error is JSON {"detail": "..."}:
 4xx for anything a client sent wrong, 500 only for a bug of ours (logged).
 """
 
@@ -65,6 +65,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -
 def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None:
     predictor = service.predictor
     page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
+    audit_html = resources.files(__package__).joinpath("static/audit.html").read_text(encoding="utf-8")
     # With a token: the bearer scheme in the schema (and /docs' Authorize button), and 401 among the
     # answers of the routes it guards; RequestGuard enforces it. Without one, neither.
     bearer = [Depends(HTTPBearer(auto_error=False))] if guarded else []
@@ -116,7 +117,16 @@ def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None
     def predictions(response: Response, limit: int = Query(50, ge=1, le=1000),
                     offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> list[dict]:
         response.headers["X-Total-Count"] = str(service.audit.count())
-        return service.audit.page(limit, offset)
+        rows = service.audit.page(limit, offset)
+        if not guarded:  # anyone on this machine can ask: names (often a patient's) only behind the token
+            for row in rows:
+                row["file"] = None
+        return rows
+
+    @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    def audit_page() -> HTMLResponse:
+        # Open like /: the page holds no data; it reads /predictions with the token the user types.
+        return HTMLResponse(audit_html)
 
 
 async def _one_file(request: Request) -> None:

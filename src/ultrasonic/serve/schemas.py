@@ -80,10 +80,16 @@ class Prediction(_Row):
 
 
 class AuditRow(_Row):
+    file: str | None = Field(description="the file name the client sent; null unless the service has a token "
+                                         "(names often carry a patient's name or record number)")
     time: str = Field(description="ISO 8601, UTC")
     model_id: str
     sha256: str
     client: str | None
+    prev_hash: str | None = Field(description="the hash of the row before (64 zeros for the first); null for a row "
+                                              "from before the chain")
+    hash: str | None = Field(description="SHA-256 over this row and prev_hash: `ultrasonic audit verify DB` "
+                                         "checks the chain")
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
