@@ -59,6 +59,14 @@ class UploadTooLargeError(UltrasonicError):
     """An upload is over the service's size limit."""
 
 
+class ServiceBusyError(UltrasonicError):
+    """The service has no room for a request now (its decoding budget is full); the client retries later."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class DownloadError(UltrasonicError):
     """A download failed or its checksum did not match."""
 

@@ -34,7 +34,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
         import uvicorn
 
         from ultrasonic.serve.app import create_app
-        from ultrasonic.serve.protocol import JsonH11Protocol
+        from ultrasonic.serve.protocol import Deadlines, protocol_for
     except ImportError as exc:  # exc.name: fastapi, uvicorn or python-multipart, all in the extra
         raise MissingExtraError("serve", "`ultrasonic serve`", exc.name or "fastapi") from exc
     if not 0 < port < 65536:
@@ -46,7 +46,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
                     "send images and read the audit log", host)
     log.info("serving %s (model %s); audit log %s", run_dir, app.state.service.predictor.model_id,
              settings.db_path(run_dir))
-    uvicorn.run(app, host=host, port=port, log_level="info", http=JsonH11Protocol)
+    deadlines = Deadlines(settings.header_timeout_s, settings.body_timeout_s, settings.min_body_rate)
+    uvicorn.run(app, host=host, port=port, log_level="info", http=protocol_for(deadlines))
 
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:

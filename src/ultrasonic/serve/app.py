@@ -23,10 +23,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 
 from ultrasonic import __version__
-from ultrasonic.errors import (BadImageError, ConfigError, ImageTooLargeError, UltrasonicError, UndecodableImageError,
-                               UnusableImageError, UploadTooLargeError)
+from ultrasonic.errors import (BadImageError, ConfigError, ImageTooLargeError, ServiceBusyError, UltrasonicError,
+                               UndecodableImageError, UnusableImageError, UploadTooLargeError)
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
+from ultrasonic.serve.budget import DecodeBudget
 from ultrasonic.serve.cams import CamStore
 from ultrasonic.serve.docs import add_docs
 from ultrasonic.serve.guard import RequestGuard
@@ -49,6 +50,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -
     predictor = Predictor(run_dir, max_pixels=settings.max_pixels, engine=settings.engine, ood=settings.ood)
     service = PredictionService(predictor, AuditLog(settings.db_path(run_dir)), CamStore(settings.cam_cache),
                                 settings.max_upload_bytes, log_filenames=settings.log_filenames)
+    service.budget = DecodeBudget(settings.decode_budget_bytes, settings.budget_wait_s)
     service.warm_up()
     app = FastAPI(title="ultrasonic", version=__version__, docs_url=None, redoc_url=None,
                   description=f"Predictions of the run `{Path(run_dir).name}` (model {predictor.model_id}). "
@@ -91,7 +93,7 @@ def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None
                 "metrics": _eval_metrics(predictor)}
 
     @app.post("/predict", summary="Class, probabilities and Grad-CAM of one image (PNG, JPEG, DICOM...)",
-              dependencies=[*bearer, Depends(_one_file)], responses=error_responses(400, *auth, 413, 415, 422),
+              dependencies=[*bearer, Depends(_one_file)], responses=error_responses(400, *auth, 413, 415, 422, 503),
               response_model=Prediction, response_model_exclude_unset=True)
     def predict(request: Request, file: UploadFile = File(..., description="the image", json_schema_extra=BINARY),
                 cam: Literal["url", "base64"] = Query("url", description="base64: also return the overlay "
@@ -176,7 +178,8 @@ def _is_path(value) -> bool:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UltrasonicError)
     async def our_error(request: Request, exc: UltrasonicError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
+        retry = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServiceBusyError) else None
+        return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc), headers=retry)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -189,6 +192,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _status_of(exc: UltrasonicError) -> int:
+    if isinstance(exc, ServiceBusyError):
+        return 503
     if isinstance(exc, (UploadTooLargeError, ImageTooLargeError)):
         return 413
     # a readable format whose content a decoder failed on, or an image with nothing to classify (blank, tiny)

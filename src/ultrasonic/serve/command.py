@@ -13,7 +13,8 @@ import os
 
 from ultrasonic.rundir import ENGINES
 
-SETTINGS = ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood", "log_filenames")
+SETTINGS = ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood", "log_filenames", "header_timeout_s",
+            "body_timeout_s", "min_body_rate", "decode_budget_mb", "budget_wait_s")
 
 
 def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
@@ -39,6 +40,19 @@ def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
     p.add_argument("--log-filenames", action="store_true", default=None,
                    help="write uploaded file names to the server log (default: a short hash of each upload; "
                         "names often carry a patient's name or record number)")
+    p.add_argument("--header-timeout", type=float, dest="header_timeout_s", metavar="S",
+                   help="close a connection whose request headers are not complete within S seconds (default 10; "
+                        "0: never)")
+    p.add_argument("--body-timeout", type=float, dest="body_timeout_s", metavar="S",
+                   help="seconds a request body gets before --min-body-rate applies (default 10)")
+    p.add_argument("--min-body-rate", type=float, metavar="BYTES_PER_S",
+                   help="a body slower than this on average after --body-timeout gets 408 and the connection is "
+                        "closed (default 10240: a 32 MB upload has 55 minutes; 0: no minimum)")
+    p.add_argument("--decode-budget-mb", type=float,
+                   help="estimated memory of all images decoding at once; over it a request waits --budget-wait "
+                        "seconds, then gets 503 with Retry-After (default 1600; 0: no budget)")
+    p.add_argument("--budget-wait", type=float, dest="budget_wait_s", metavar="S",
+                   help="how long a request waits for room in the decoding budget (default 5)")
     for add in extra_options:
         add(p)
     p.set_defaults(func=run)

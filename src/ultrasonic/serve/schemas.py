@@ -15,9 +15,10 @@ ERROR_MEANINGS = {
     400: "a request the multipart parser or the HTTP layer cannot read (bad framing, Content-Length not a number)",
     401: "token missing or wrong: send 'Authorization: Bearer <token>'",
     404: "no such overlay: it is no longer kept",
-    413: "upload or image too large (--max-upload-mb, --max-pixels)",
+    413: "upload or image too large (--max-upload-mb, --max-pixels, --decode-budget-mb)",
     415: "not an image ultrasonic can read (not a recognised format, empty, corrupt)",
     422: "no single `file` part, a bad query parameter, an image the decoders fail on, or a blank or tiny image",
+    503: "the decoding budget is full (--decode-budget-mb): send the image again after the Retry-After seconds",
 }
 
 

@@ -17,6 +17,7 @@ from ultrasonic.errors import UploadTooLargeError
 from ultrasonic.inference.ood import MESSAGE
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
+from ultrasonic.serve.budget import DecodeBudget
 from ultrasonic.serve.cams import CamStore
 from ultrasonic.serve.guard import too_large_message
 
@@ -28,6 +29,8 @@ MAX_NAME = 255
 
 class PredictionService:
     """A loaded run plus the audit log and the overlay cache; safe to call from many threads."""
+
+    budget = DecodeBudget(0)  # none; create_app gives the service its --decode-budget-mb (serve/budget.py)
 
     def __init__(self, predictor: Predictor, audit: AuditLog, cams: CamStore, max_upload_bytes: int,
                  log_filenames: bool = False):
@@ -63,7 +66,8 @@ class PredictionService:
     def predict(self, data: bytes, name: str, client: str | None) -> tuple[dict, bytes | None]:
         """The `predict --format json` row plus model_id, sha256 and id; and the overlay PNG (Keras engine)."""
         name = (name or "upload")[:MAX_NAME]
-        decoded = self.predictor.decode(data, name=name)  # sniffs the content; any decoder failure contained
+        with self.budget.hold(data, name):  # the decoded bytes of all requests in flight stay bounded
+            decoded = self.predictor.decode(data, name=name)  # sniffs the content; any decoder failure contained
         image = decoded.unwrap()  # BadImageError (a 4xx) if it is no image or the decoder failed on it
         probs, scores, heatmap = self._run_model(image[None], class_index=None)
         row = self.predictor.rows([name], probs, scores)[0]

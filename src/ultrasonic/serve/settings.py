@@ -13,6 +13,15 @@ MAX_UPLOAD_MB = 32.0
 # Far below read_image's own cap: a service decodes whatever strangers send it.
 MAX_PIXELS = 50_000_000
 CAM_CACHE = 256
+# Slow clients (serve/protocol.py): headers within 10 s; a body after 10 s at 10 KB/s on average or better,
+# so a 32 MB upload over a slow hospital link (10 KB/s) still has 55 minutes.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 10.0
+MIN_BODY_RATE = 10 * 1024
+# Decoded bytes of all requests in flight (serve/budget.py): the worst image inside --max-pixels must fit
+# alone, or it could never be served: 50 M px of grey DICOM, estimated at 32 B/px = 1526 MB (1.2 GB measured).
+DECODE_BUDGET_MB = 1600.0
+BUDGET_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,14 @@ class ServeSettings:
                     no class and the message "not like the training images"), "warn" or "off"
     log_filenames:  write the uploaded file names to the server log (default: the start of each
                     upload's sha256 instead; names often carry a patient's name or record number)
+    header_timeout_s: a connection whose request headers are not complete this long after it opened
+                    (or after its previous answer) is closed (0: no limit)
+    body_timeout_s: the time a request body gets before min_body_rate applies
+    min_body_rate:  bytes/s a body must average after body_timeout_s, else 408 and the connection is
+                    closed (0: no limit); a body of L bytes has body_timeout_s + L / min_body_rate seconds
+    decode_budget_mb: estimated decoded bytes of all images being decoded at once (0: no budget); an
+                    image alone larger gets 413, one that does not fit now waits, then gets 503
+    budget_wait_s:  how long a request waits for room in the decoding budget before its 503
     """
 
     token: str | None = None
@@ -40,6 +57,11 @@ class ServeSettings:
     engine: str = "keras"
     ood: str = "abstain"
     log_filenames: bool = False
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+    min_body_rate: float = MIN_BODY_RATE
+    decode_budget_mb: float = DECODE_BUDGET_MB
+    budget_wait_s: float = BUDGET_WAIT_S
 
     def __post_init__(self):
         if self.max_upload_mb <= 0:
@@ -52,12 +74,21 @@ class ServeSettings:
             raise ConfigError(f"--ood must be one of {', '.join(OOD_ACTIONS)}, got {self.ood!r}")
         if self.cam_cache < 1:
             raise ConfigError(f"cam_cache must be at least 1, got {self.cam_cache}")
+        for option, value in (("--header-timeout", self.header_timeout_s), ("--body-timeout", self.body_timeout_s),
+                              ("--min-body-rate", self.min_body_rate), ("--decode-budget-mb", self.decode_budget_mb),
+                              ("--budget-wait", self.budget_wait_s)):
+            if not value >= 0:  # also NaN
+                raise ConfigError(f"{option} must be 0 or more, got {value}")
         if self.token is not None and not self.token.strip():
             raise ConfigError("--token is empty; give a secret string or leave the option out")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        return int(self.decode_budget_mb * 1024 * 1024)
 
     def db_path(self, run_dir: str | Path) -> Path:
         return Path(self.db) if self.db else RunDir(run_dir).audit
