@@ -73,8 +73,13 @@ def _jet(x: np.ndarray) -> np.ndarray:
 def _draw_caption(img: Image.Image, caption: str) -> None:
     """White text (one or more lines) on a dark translucent box in the top-left corner, sized to the image."""
     draw = ImageDraw.Draw(img, "RGBA")
-    font = ImageFont.load_default(size=max(14, img.height // 16))
     margin = max(4, img.height // 64)
-    _, _, right, bottom = draw.multiline_textbbox((2 * margin, 2 * margin), caption, font=font)
+    size = max(14, img.height // 16)
+    while True:  # smaller type until the longest line fits the width ("no region stood out for ...")
+        font = ImageFont.load_default(size=size)
+        _, _, right, bottom = draw.multiline_textbbox((2 * margin, 2 * margin), caption, font=font)
+        if right + 2 * margin <= img.width or size <= 8:
+            break
+        size -= 1
     draw.rectangle((margin, margin, right + margin, bottom + margin), fill=(0, 0, 0, 190))
     draw.multiline_text((2 * margin, 2 * margin), caption, font=font, fill=(255, 255, 255, 255))
