@@ -1,4 +1,6 @@
-"""Grad-CAM: the arithmetic, the backend gradient against an analytic one, the overlay PNG, and a
+"""Grad-CAM: the arithmetic, the backend gradient against an analytic one, the overlay PNG, a pointing
+game on both classes of a network whose weights are set by hand (evidence for each class at a known place,
+the positive decision carried by the bias as in the 2-epoch chest X-ray model of gradcam.py), and a
 pointing game on trained models: on synthetic chests where only a small lesion decides the class, the
 heat map's peak must fall inside the lesion.
 
@@ -20,7 +22,9 @@ from scipy.ndimage import binary_dilation
 from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.errors import RunError, UltrasonicError
 from ultrasonic.explain.gradcam import _cam, _cam_names, default_target_layer, gradcam, last_conv_layer, overlay_png
-from ultrasonic.explain.gradients import conv_output_and_grad
+from ultrasonic.explain.gradients import conv_output_and_grad, conv_output_grad_and_score
+from ultrasonic.explain.overlay import is_empty
+from ultrasonic.models.build import LOGITS, TEMPERATURE
 
 SIZE = 64  # the lesion radius is 4-6 px at 64 px
 POINTING = 0.8  # share of positive test images whose heat-map peak must be in the lesion
@@ -51,6 +55,17 @@ def test_cam_is_relu_of_gradient_weighted_maps():
     grads = np.zeros_like(fmap)
     grads[0, ..., 0], grads[0, ..., 1] = 2.0, -1.0  # weights 2 and -1
     assert np.allclose(_cam(fmap, grads)[0], [[2, 0], [0, 0]])  # -3 at (1, 1) is cut by the ReLU
+
+
+def test_the_baseline_shifts_an_all_negative_map_so_its_least_negative_cell_shows():
+    fmap = np.ones((1, 2, 2, 1), np.float32)
+    fmap[0, :, :, 0] = [[1, 2], [3, 4]]
+    grads = np.full_like(fmap, -1.0)  # every cell pushes against the class: plain Grad-CAM is all zero
+    assert not _cam(fmap, grads).any()
+    shifted = _cam(fmap, grads, offset=np.array([3.0]))  # [[2, 1], [0, -1]] before the ReLU
+    assert np.allclose(shifted[0], [[2, 1], [0, 0]])
+    tiny = _cam(fmap, grads, offset=np.array([1.0 + 1e-9]))  # a positive peak that is rounding noise
+    assert not tiny.any()
 
 
 @pytest.mark.e2e
@@ -91,6 +106,86 @@ def test_gradcam_shape_range_and_input_checks():
         gradcam(model, random_images(1), layer="nope")
     with pytest.raises(RunError, match="4-D"):
         gradcam(model, random_images(1), layer="gap")
+
+
+# ---- both classes: a network set by hand, evidence for each class at a known place ----------------------
+
+SPOT, BACKGROUND = 4, 128  # a 4 x 4 px spot on a 16 x 16 px mid-grey image (no feature fires on it, borders too)
+
+
+def two_spot_model(temperature: float = 2.0) -> keras.Model:
+    """Bright spot = class 1, dark spot = class 0; a third feature fires everywhere and pushes to class 0.
+
+    As in the 2-epoch chest X-ray model (gradcam.py): every cell's linear push is toward class 0, even on
+    the bright spot (100 * 0.4 - 50 < 0), and the positive calls come from the bias. Plain Grad-CAM gives the
+    positive class an all-zero map there.
+    """
+    inputs = keras.Input((16, 16, 1), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="conv")
+    x = keras.layers.ReLU(name="relu")(conv(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(1, name=LOGITS)
+    x = keras.layers.Rescaling(1 / temperature, name=TEMPERATURE)(logits(x))
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid")(x))
+    kernel = np.zeros((3, 3, 1, 3), np.float32)
+    kernel[..., 0, 0], kernel[..., 0, 1] = 1 / 9, -1 / 9  # local brightness above 0.6; darkness below 0.2
+    conv.set_weights([kernel, np.array([-0.6, 0.2, 1.0], np.float32)])  # channel 2: 1 in every cell
+    logits.set_weights([np.array([[100.0], [-100.0], [-50.0]], np.float32), np.array([49.4], np.float32)])
+    return model
+
+
+def spot_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 images (n, 16, 16, 1), labels (half bright = 1, half dark = 0), the spots' masks."""
+    rng = np.random.default_rng(seed)
+    images = np.full((n, 16, 16, 1), BACKGROUND, np.uint8)
+    labels, masks = np.arange(n) % 2, np.zeros((n, 16, 16), bool)
+    for i in range(n):
+        r, c = rng.integers(1, 16 - SPOT, 2)
+        masks[i, r:r + SPOT, c:c + SPOT] = True
+        images[i, masks[i]] = 255 if labels[i] else 0
+    return images, labels, masks
+
+
+@pytest.mark.e2e
+def test_both_classes_point_at_their_spot_where_plain_gradcam_is_empty_for_one():
+    model, threshold = two_spot_model(), 0.45
+    images, labels, masks = spot_images(12)
+    probs = keras.ops.convert_to_numpy(model(images))[:, 0]
+    assert ((probs >= threshold) == labels).all()  # the bias-carried decisions are right at this threshold
+    bright = images[labels == 1]
+    fmap, grads, scores = conv_output_grad_and_score(model, bright, "relu", 1)
+    assert not _cam(fmap, grads).any()  # the fault: plain Grad-CAM sees nothing on the positive calls
+    assert np.allclose(scores, 2.0 * np.log(probs[labels == 1] / (1 - probs[labels == 1])), atol=1e-4)
+    for label in (0, 1):
+        picked = labels == label
+        maps = gradcam(model, images[picked], class_index=label, layer="relu", threshold=threshold)
+        peaks = maps.reshape(len(maps), -1).argmax(axis=1)
+        inside = masks[picked].reshape(len(maps), -1)[np.arange(len(maps)), peaks]
+        assert inside.all() and not any(is_empty(m) for m in maps), (label, inside)
+
+
+@pytest.mark.e2e
+def test_a_map_with_nothing_in_it_is_empty_and_the_overlay_says_so():
+    model = two_spot_model()
+    blank = np.full((1, 16, 16, 1), BACKGROUND, np.uint8)  # no spot: every cell pushes the same way
+    for label in (0, 1):
+        heat = gradcam(model, blank, class_index=label, layer="relu", threshold=0.45)[0]
+        assert is_empty(heat), label
+    png = overlay_png(blank[0], heat, "lesion 0.61", class_name="lesion")
+    out = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    body = out[-100:, -100:]
+    assert (np.abs(body - BACKGROUND) <= 1).all()  # the image as it is, no blue wash
+    box = out[:80, :240]  # the caption box has two lines: the class, then "no region stood out for lesion"
+    lines = np.flatnonzero((box.min(axis=2) > 230).any(axis=1))
+    assert lines.size and lines.max() - lines.min() > 25
+    coloured = overlay_png(blank[0], np.ones((16, 16), np.float32), "lesion 0.61", class_name="lesion")
+    assert Image.open(io.BytesIO(coloured)).size == Image.open(io.BytesIO(png)).size
+
+
+def test_threshold_must_be_a_probability():
+    with pytest.raises(UltrasonicError, match="threshold 1.0"):
+        gradcam(two_spot_model(), spot_images(2)[0], threshold=1.0)
 
 
 def keras_nodes(model: keras.Model) -> int:
@@ -292,7 +387,8 @@ def test_explain_files_rows_match_predict_and_point_to_pngs(compact_run, image_f
     predictor = Predictor(compact_run[0])
     rows = explain_files(predictor, [image_folder], tmp_path / "cams")
     plain = predictor.predict_files([image_folder])
-    assert [{k: v for k, v in r.items() if k != "cam"} for r in rows] == plain
+    assert [{k: v for k, v in r.items() if k not in ("cam", "heatmap_empty")} for r in rows] == plain
+    assert all(isinstance(r["heatmap_empty"], bool) for r in rows if "cam" in r)
     broken = [r for r in rows if "error" in r]
     assert len(broken) == 1 and "cam" not in broken[0] and "not a recognised image" in broken[0]["error"]
     for row in rows:

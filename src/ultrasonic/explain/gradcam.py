@@ -2,10 +2,27 @@
 
 For a target convolutional layer with feature maps A_k, the weight of map k is
 the mean over (h, w) of d(class logit)/dA_k; the heat map is
-ReLU(sum_k w_k A_k), bilinearly upsampled to the input and scaled to [0, 1].
+ReLU(sum_k w_k A_k + b), bilinearly upsampled to the input and scaled to [0, 1].
 The gradient is the only backend-specific step (gradients.py).
 
-    maps = gradcam(model, images_uint8)                    # (N, H, W) in [0, 1]
+The baseline b (binary models): plain Grad-CAM (b = 0) measures each cell's
+push on the logit against an image with no features at all. Measured on a
+2-epoch 64 px chest X-ray model, sum_k w_k A_k was negative in every cell of
+every image for PNEUMONIA (p up to 1.00): every region of every X-ray looks
+more normal than "nothing", and the positive logit is carried by the bias and
+the non-linear rest of the network. The ReLU then left PNEUMONIA an all-zero
+(flat blue) map and NORMAL a red one, whatever the image. So b spreads what
+the linear term leaves out evenly over the cells: the map of the decided class
+then sums to its decision margin (its logit minus the logit at the threshold),
+and the cells that pushed hardest toward the class stand out. A shift by a
+constant keeps the peak where it was: pointing games are unchanged by it.
+
+A map with nothing in it is returned all zero (is_empty): no cell pushed
+toward the class, or the push is spread so evenly that no region stands out;
+the overlay then says so instead of showing an empty colour wash.
+
+    maps = gradcam(model, images_uint8, threshold=0.55)    # (N, H, W) in [0, 1]
+    is_empty(maps[0])                                      # True: no region stood out
     png = overlay_png(images_uint8[0], maps[0], "PNEUMONIA 0.93")
     rows = explain_files(Predictor("runs/cxr"), ["scans/"], "cams/")
 """
@@ -24,10 +41,13 @@ from PIL import Image
 from ultrasonic.atomic import write_bytes
 from ultrasonic.data.files import expand_paths
 from ultrasonic.errors import RunError, UltrasonicError
-from ultrasonic.explain.gradients import conv_output_and_grad
-from ultrasonic.explain.overlay import overlay_png
+from ultrasonic.explain.gradients import conv_output_grad_and_score
+from ultrasonic.explain.overlay import is_empty, overlay_png
+from ultrasonic.models.build import TEMPERATURE
 
 BATCH = 32  # images per gradient call: bounds memory on big inputs
+NO_SIGNAL = 1e-6  # a map whose positive peak is below this share of its largest |value| has no signal
+DIFFUSE = 0.9  # a map at or above half its peak on more than this share of the image singles out no region
 
 
 def last_conv_layer(model: keras.Model) -> str:
@@ -39,21 +59,48 @@ def last_conv_layer(model: keras.Model) -> str:
 
 
 def gradcam(model: keras.Model, images: np.ndarray, class_index: int | None = None,
-            layer: str | None = None) -> np.ndarray:
+            layer: str | None = None, threshold: float | None = None) -> np.ndarray:
     """(N, H, W) float32 heat maps in [0, 1] for uint8 images (N, H, W, C) as the model takes them.
 
     class_index None explains the predicted class (the positive class of a 1-unit sigmoid
     model); 0 on a sigmoid model explains the negative class. layer None: default_target_layer.
+    threshold: the run's decision threshold on the positive class's probability (None: 0.5),
+    the baseline of a 1-unit model's maps (module docstring). An all-zero map: no region stood out.
     """
     images = _check_images(model, images)
     _check_class_index(model, class_index)
+    _check_threshold(threshold)
     layer = layer or default_target_layer(model)
     _check_layer(model, layer)
     if len(images) == 0:
         return np.zeros((0, *images.shape[1:3]), np.float32)
-    cams = np.concatenate([_cam(*conv_output_and_grad(model, images[k:k + BATCH], layer, class_index))
+    cams = np.concatenate([_decision_cam(model, images[k:k + BATCH], layer, class_index, threshold)
                            for k in range(0, len(images), BATCH)])
-    return np.stack([_upsample_unit(cam, images.shape[1:3]) for cam in cams])
+    maps = np.stack([_upsample_unit(cam, images.shape[1:3]) for cam in cams])
+    maps[(maps >= 0.5).mean(axis=(1, 2)) > DIFFUSE] = 0.0  # red all over says nothing: empty
+    return maps
+
+
+def _decision_cam(model: keras.Model, images: np.ndarray, layer: str, class_index: int | None,
+                  threshold: float | None) -> np.ndarray:
+    """(n, h, w) maps at the target layer, with the decision-margin baseline on a 1-unit model."""
+    fmap, grads, scores = conv_output_grad_and_score(model, images, layer, class_index)
+    if model.outputs[0].shape[-1] != 1:
+        return _cam(fmap, grads)  # softmax: the arg-max decision has no threshold to measure from
+    raw = _weighted(fmap, grads)
+    cells = raw.shape[1] * raw.shape[2]
+    at_threshold = _logit_at(model, 0.5 if threshold is None else threshold)
+    margin = scores - (-at_threshold if class_index == 0 else at_threshold)
+    return _cam(fmap, grads, offset=(margin - raw.sum(axis=(1, 2))) / cells)
+
+
+def _logit_at(model: keras.Model, threshold: float) -> float:
+    """The logit (before the temperature layer, as the gradient is taken) where p = threshold."""
+    try:
+        temperature = 1.0 / float(model.get_layer(TEMPERATURE).scale)
+    except ValueError:  # an older network without the layer: its logits are the Dense's, T = 1
+        temperature = 1.0
+    return temperature * float(np.log(threshold / (1.0 - threshold)))
 
 
 def default_target_layer(model: keras.Model) -> str:
@@ -93,10 +140,21 @@ def _block_output(model: keras.Model, conv) -> str:
     return name
 
 
-def _cam(fmap: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """ReLU(sum_k w_k A_k) with w_k the spatial mean of the gradient; (N, h, w)."""
-    weights = grads.mean(axis=(1, 2))
-    return np.maximum(np.einsum("nhwk,nk->nhw", fmap, weights), 0.0)
+def _weighted(fmap: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """sum_k w_k A_k with w_k the spatial mean of the gradient; (N, h, w)."""
+    return np.einsum("nhwk,nk->nhw", fmap, grads.mean(axis=(1, 2)))
+
+
+def _cam(fmap: np.ndarray, grads: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """ReLU(sum_k w_k A_k + offset_n); (N, h, w). A map whose positive peak is rounding noise
+    (below NO_SIGNAL of its largest |value|) is set to zero: it has no signal."""
+    raw = _weighted(fmap, grads)
+    if offset is not None:
+        raw = raw + np.asarray(offset, raw.dtype)[:, None, None]
+    cam = np.maximum(raw, 0.0)
+    noise = cam.max(axis=(1, 2)) <= NO_SIGNAL * np.abs(raw).max(axis=(1, 2))
+    cam[noise] = 0.0
+    return cam
 
 
 def _upsample_unit(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -125,6 +183,12 @@ def _check_class_index(model: keras.Model, class_index: int | None) -> None:
         raise UltrasonicError(f"class_index {class_index} is out of range: the model has {n_classes} classes")
 
 
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise UltrasonicError(f"threshold {threshold!r} is not a probability strictly between 0 and 1; "
+                              "give the run's decision threshold (meta.json \"threshold\")")
+
+
 def _check_layer(model: keras.Model, layer: str) -> None:
     try:
         shape = model.get_layer(layer).output.shape
@@ -146,7 +210,8 @@ def explain_files(predictor, paths: Iterable[str | os.PathLike], out_dir: str | 
 
     Returns the rows of Predictor.predict_files, each with "cam" (the PNG's path); an
     unreadable file gives a row with "error" instead. The heat map explains the class in
-    the row (the decided class, at the run's threshold), named with its probability.
+    the row (the decided class, at the run's threshold), named with its probability; a map
+    with nothing in it says "no region stood out for <class>" and its row has heatmap_empty true.
     """
     files, out_dir = expand_paths(paths), Path(out_dir)
     names = _cam_names(files)
@@ -162,15 +227,23 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
         decoded = list(pool.map(predictor.try_read, chunk))  # a bad file is its row's error (data/contain.py)
     rows = predictor.rows_of(chunk, decoded)
     good = [i for i, d in enumerate(decoded) if d.error is None]
+    threshold = predictor.threshold if len(predictor.classes) == 2 else None
     for class_name in {rows[i]["class"] for i in good} - {None}:  # None: not like the training images, no class
         picked = [i for i in good if rows[i]["class"] == class_name]
         maps = gradcam(predictor.model, np.stack([decoded[i].image for i in picked]),
-                       predictor.classes.index(class_name), layer)
+                       predictor.classes.index(class_name), layer, _positive_threshold(predictor, threshold))
         for i, heat in zip(picked, maps):
             caption = f"{class_name} {rows[i]['probabilities'][class_name]:.2f}"
-            write_bytes(targets[i], overlay_png(decoded[i].image, heat, caption))
-            rows[i]["cam"] = str(targets[i])
+            write_bytes(targets[i], overlay_png(decoded[i].image, heat, caption, class_name=class_name))
+            rows[i]["cam"], rows[i]["heatmap_empty"] = str(targets[i]), is_empty(heat)
     return rows
+
+
+def _positive_threshold(predictor, threshold: float | None) -> float | None:
+    """The run's threshold as gradcam takes it: on the probability of the model's unit (class 1)."""
+    if threshold is None or predictor.classes.index(predictor.positive_class) == 1:
+        return threshold
+    return 1.0 - threshold
 
 
 def _cam_names(files: list[Path]) -> list[str]:

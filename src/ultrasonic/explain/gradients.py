@@ -9,6 +9,7 @@ before the temperature, which only scales it): a saturated probability
 (p = 1.0 in float32) would give an all-zero gradient.
 
     a, grads = conv_output_and_grad(model, images_uint8, "s3b_relu", class_index=None)
+    a, grads, scores = conv_output_grad_and_score(model, images_uint8, "s3b_relu", class_index=1)
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def conv_output_and_grad(model: keras.Model, images: np.ndarray, layer: str,
     class_index None: the positive class of a 1-unit sigmoid model, the arg-max class of a
     softmax model. class_index 0 on a sigmoid model explains the negative class (-logit).
     """
+    return conv_output_grad_and_score(model, images, layer, class_index)[:2]
+
+
+def conv_output_grad_and_score(model: keras.Model, images: np.ndarray, layer: str,
+                               class_index: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, dScore/dA, Score): as conv_output_and_grad, plus each image's score (N,), the logit that was
+    differentiated (-logit for class 0 of a sigmoid model), so a caller can relate the map to the decision."""
     backend = keras.backend.backend()
     if backend not in BACKENDS:
         raise UltrasonicError(f"Grad-CAM supports the {' and '.join(BACKENDS)} backends, not {backend!r}; "
@@ -41,8 +49,8 @@ def conv_output_and_grad(model: keras.Model, images: np.ndarray, layer: str,
     features, head, dense = _split(model, layer)
     fmap = features(images, training=False)
     gradient = _tf_gradient if backend == "tensorflow" else _jax_gradient
-    grads = gradient(head, dense, fmap, class_index)
-    return np.asarray(ops.convert_to_numpy(fmap), np.float32), np.asarray(ops.convert_to_numpy(grads), np.float32)
+    grads, scores = gradient(head, dense, fmap, class_index)
+    return tuple(np.asarray(ops.convert_to_numpy(x), np.float32) for x in (fmap, grads, scores))
 
 
 def _split(model: keras.Model, layer: str):
@@ -99,8 +107,9 @@ def _tf_gradient(head, dense, fmap, class_index):
     with tf.GradientTape() as tape:
         tape.watch(fmap)
         # images are independent (training=False): the gradient of the sum is each image's own
-        total = tf.reduce_sum(_scores(head(fmap, training=False), dense, class_index))
-    return tape.gradient(total, fmap)
+        scores = _scores(head(fmap, training=False), dense, class_index)
+        total = tf.reduce_sum(scores)
+    return tape.gradient(total, fmap), scores
 
 
 def _jax_gradient(head, dense, fmap, class_index):
@@ -111,6 +120,8 @@ def _jax_gradient(head, dense, fmap, class_index):
 
     def total(a):
         out, _ = head.stateless_call(trainable, frozen, a, training=False)
-        return ops.sum(_scores(out, dense, class_index))
+        scores = _scores(out, dense, class_index)
+        return ops.sum(scores), scores
 
-    return jax.grad(total)(fmap)
+    grads, scores = jax.grad(total, has_aux=True)(fmap)
+    return grads, scores

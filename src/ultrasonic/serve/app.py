@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -90,7 +91,7 @@ def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None
                 "positive_class": predictor.positive_class, "task": predictor.meta.task,
                 "created": predictor.meta.created, "engine": predictor.engine.name,
                 "ood": _ood_info(predictor),
-                "metrics": _eval_metrics(predictor)}
+                "metrics": _eval_metrics(predictor), "operating_point": _operating_point(predictor)}
 
     @app.post("/predict", summary="Class, probabilities and Grad-CAM of one image (PNG, JPEG, DICOM...)",
               dependencies=[*bearer, Depends(_one_file)], responses=error_responses(400, *auth, 413, 415, 422, 503),
@@ -146,6 +147,36 @@ def _ood_info(predictor: Predictor) -> dict | None:
         return None
     return {"action": predictor.ood, "method": predictor.gate.method, "threshold": predictor.gate.threshold,
             "false_rejection": predictor.meta.ood.get("false_rejection")}
+
+
+def _operating_point(predictor: Predictor) -> dict | None:
+    """The threshold's validation sensitivity and specificity (meta.json "validation", as training/calibrate.py
+    operating_point() measured them), with exact intervals from the split's class counts (meta "data").
+    A recalibrated run's figures are on its site sample, whose class counts meta.json does not keep: no interval."""
+    meta = predictor.meta
+    if len(meta.classes) != 2 or "sensitivity" not in meta.validation:
+        return None
+    recalibrated = "lineage" in meta.extra
+    counts = {} if recalibrated else ((meta.data or {}).get("counts") or {}).get("val") or {}
+    positives = counts.get(meta.positive_class)
+    negatives = sum(n for c, n in counts.items() if c != meta.positive_class) if positives is not None else None
+    return {"name": meta.operating_point or meta.threshold_method, "threshold": meta.threshold,
+            "sensitivity": _rate(meta.validation["sensitivity"], positives),
+            "specificity": _rate(meta.validation.get("specificity"), negatives),
+            "source": "site sample" if recalibrated else "validation"}
+
+
+def _rate(value: float | None, n: int | None) -> dict:
+    """{"value", "low", "high"}: the interval from value * n successes, when that is a whole count."""
+    from ultrasonic.evaluation.intervals import proportion_ci
+
+    if not isinstance(value, (int, float)) or not math.isfinite(value):  # NaN: undefined on that split
+        return {"value": None, "low": None, "high": None}
+    hits = value * n if n else None
+    if hits is None or abs(hits - round(hits)) > 1e-6:
+        return {"value": value, "low": None, "high": None}
+    low, high = proportion_ci(round(hits), n)
+    return {"value": value, "low": low, "high": high}
 
 
 def _eval_metrics(predictor: Predictor) -> dict | None:

@@ -40,6 +40,20 @@ class OodInfo(BaseModel):
     false_rejection: float | None = None
 
 
+class Rate(BaseModel):
+    value: float | None = Field(description="the proportion, 0-1")
+    low: float | None = Field(description="95 % exact (Clopper-Pearson) interval, lower end; null: counts unknown")
+    high: float | None = Field(description="95 % exact interval, upper end; null: counts unknown")
+
+
+class OperatingPoint(BaseModel):
+    name: str | None = Field(description="how the threshold was chosen: the setting (youden, sensitivity=0.95...)")
+    threshold: float
+    sensitivity: Rate
+    specificity: Rate
+    source: str = Field(description="the images the figures are measured on: validation, or a site sample")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())  # model_id is a field name here, not pydantic's
 
@@ -55,6 +69,8 @@ class ModelInfo(BaseModel):
     ood: OodInfo | None = Field(description="the out-of-distribution gate; null: none")
     metrics: dict[str, Any] | None = Field(description="RUN_DIR/eval/metrics.json without any server path; null: "
                                                        "the run was not evaluated")
+    operating_point: OperatingPoint | None = Field(None, description="sensitivity and specificity at the threshold "
+                                                   "where it was chosen; null: more than two classes or not recorded")
 
 
 class _Row(BaseModel):
