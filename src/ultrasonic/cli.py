@@ -63,7 +63,7 @@ def _shared_options(top: bool) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ultrasonic.pacs import dicomize_command
+    from ultrasonic.pacs import command as pacs_command, dicomize_command
     from ultrasonic.serve import audit_verify, command as serve_command
 
     parser = argparse.ArgumentParser(prog="ultrasonic", parents=[_shared_options(top=True)],
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_command.add_parser(sub, _command, _add_ood_option)
     dicomize_command.add_parser(sub, _command)
     audit_verify.add_parser(sub, _command)
+    pacs_command.add_parser(sub, _command, _add_ood_option)
     demo = _command(sub, "demo", "train + evaluate on the demo data, print where the report is")
     demo.add_argument("--out", default="runs/demo", help="run directory")
     demo.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"], help="training epochs")

@@ -75,6 +75,10 @@ class ServerStartError(UltrasonicError):
     """The server exited or did not answer /health in time; the message ends with its log."""
 
 
+class PacsError(UltrasonicError):
+    """A PACS (DICOMweb) cannot be reached, refuses the credentials or answers a search with an error."""
+
+
 def error_lines(exc: BaseException, command: str) -> list[str]:
     """'error: ...' lines for the user: an OSError names its path, a MemoryError what was running."""
     if isinstance(exc, MemoryError):
