@@ -13,7 +13,8 @@ import os
 
 from ultrasonic.rundir import ENGINES
 
-SETTINGS = ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood", "log_filenames")
+SETTINGS = ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood", "log_filenames", "max_batch",
+            "max_wait_ms")
 
 
 def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
@@ -39,6 +40,10 @@ def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
     p.add_argument("--log-filenames", action="store_true", default=None,
                    help="write uploaded file names to the server log (default: a short hash of each upload; "
                         "names often carry a patient's name or record number)")
+    p.add_argument("--max-batch", type=int,
+                   help="at most this many concurrent requests share one model call (default 16; 1: each its own)")
+    p.add_argument("--max-wait-ms", type=float,
+                   help="how long a request waits for others to share its model call (default 10)")
     for add in extra_options:
         add(p)
     p.set_defaults(func=run)

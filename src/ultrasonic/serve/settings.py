@@ -13,6 +13,8 @@ MAX_UPLOAD_MB = 32.0
 # Far below read_image's own cap: a service decodes whatever strangers send it.
 MAX_PIXELS = 50_000_000
 CAM_CACHE = 256
+MAX_BATCH = 16  # requests per model call at most (serve/batcher.py)
+MAX_WAIT_MS = 10.0  # the longest a request waits for others to share its call
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,10 @@ class ServeSettings:
     db:             SQLite audit log (default RUN_DIR/audit.sqlite)
     max_upload_mb:  uploads larger than this get 413
     max_pixels:     images with more pixels get 413 (decompression bombs)
-    cam_cache:      how many recent Grad-CAM overlays GET /cam/{id}.png can still serve
+    cam_cache:      how many recent Grad-CAM overlays (GET /cam/{id}.png) and previews (GET /preview/{id}.png)
+                    the service can still serve
+    max_batch:      at most this many concurrent requests share one model call (1: each its own call)
+    max_wait_ms:    how long the first request of a batch waits for others to join it
     engine:         "keras" (heat maps included) or "onnx" (the exported model.onnx through
                     ONNX Runtime: no TensorFlow or Keras loaded, no heat maps)
     ood:            the out-of-distribution gate: "abstain" (an image unlike the training images gets
@@ -40,6 +45,8 @@ class ServeSettings:
     engine: str = "keras"
     ood: str = "abstain"
     log_filenames: bool = False
+    max_batch: int = MAX_BATCH
+    max_wait_ms: float = MAX_WAIT_MS
 
     def __post_init__(self):
         if self.max_upload_mb <= 0:
@@ -52,6 +59,11 @@ class ServeSettings:
             raise ConfigError(f"--ood must be one of {', '.join(OOD_ACTIONS)}, got {self.ood!r}")
         if self.cam_cache < 1:
             raise ConfigError(f"cam_cache must be at least 1, got {self.cam_cache}")
+        if not 1 <= self.max_batch <= 1024:
+            raise ConfigError(f"--max-batch must be from 1 to 1024, got {self.max_batch}")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError(f"--max-wait-ms must be from 0 to 1000 (a wait of at most a second), "
+                              f"got {self.max_wait_ms}")
         if self.token is not None and not self.token.strip():
             raise ConfigError("--token is empty; give a secret string or leave the option out")
 
