@@ -26,7 +26,7 @@ def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
                                                        "only; any other needs --token or --insecure)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--token", default=os.environ.get("ULTRASONIC_TOKEN"),
-                   help="require 'Authorization: Bearer TOKEN' on /predict, /predictions and /cam "
+                   help="require 'Authorization: Bearer TOKEN' on /predict, /predictions, /cam and /preview "
                         "(default $ULTRASONIC_TOKEN; none)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a --host other than loopback without --token (default: refused)")

@@ -39,8 +39,8 @@ class PredictionService:
         self.audit = audit
         self.cams = cams
         self.max_upload_bytes = max_upload_bytes
-        # One model, many request threads: Keras models are not documented as thread-safe,
-        # and on 1-2 cores running them one at a time costs no throughput.
+        # One model, many request threads: Keras models are not documented as thread-safe, so calls
+        # run one at a time; throughput comes from the batcher sharing each call among requests.
         self._model_lock = threading.Lock()
         self.max_batch = max_batch
         # max_batch 1: every request its own model call on its own thread, as before there was a batcher
@@ -50,7 +50,7 @@ class PredictionService:
         """Trace the prediction at every batch shape the batcher makes (1, 2, 4, ... max_batch) and the
         gradient once, so no request is the slow one."""
         blank = np.zeros((self.max_batch, *self.predictor.image_size, self.predictor.channels), dtype=np.uint8)
-        for size in sorted({min(self.max_batch, 1 << k) for k in range(self.max_batch.bit_length())}):
+        for size in sorted({min(self.max_batch, 1 << k) for k in range(self.max_batch.bit_length() + 1)}):
             probs, _ = self._model_call(blank[:size])
         if self.explains:
             self._overlay(blank[0], probs[:1], "warm-up")

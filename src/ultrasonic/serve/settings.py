@@ -21,7 +21,7 @@ MAX_WAIT_MS = 10.0  # the longest a request waits for others to share its call
 class ServeSettings:
     """Limits and files of the service; defaults are those of the `serve` command.
 
-    token:          if set, /predict, /predictions and /cam need `Authorization: Bearer <token>`
+    token:          if set, /predict, /predictions, /cam and /preview need `Authorization: Bearer <token>`
     db:             SQLite audit log (default RUN_DIR/audit.sqlite)
     max_upload_mb:  uploads larger than this get 413
     max_pixels:     images with more pixels get 413 (decompression bombs)
