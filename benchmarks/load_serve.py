@@ -1,8 +1,15 @@
-"""Load test of `ultrasonic serve`: 2,000 requests from 16 concurrent clients, a tenth of them malformed.
+"""Load test of `ultrasonic serve`: requests from 1, 4 and 16 concurrent clients, a tenth of them malformed,
+against the service as it was (one model call and one Grad-CAM per request) and as it is (batched, no heat map
+unless asked), in the same run.
 
-Starts `ultrasonic serve RUN` on 127.0.0.1 (a free port, a fresh audit log in
-a temporary folder), sends the requests from a thread pool (httpx, loopback
-only), then checks and prints:
+For each mode it starts `ultrasonic serve RUN` on 127.0.0.1 (a free port, a
+fresh audit log in a temporary folder), sends the requests from a thread pool
+of each client count in turn (httpx, loopback only), then checks and prints:
+
+- the modes: "today" is `--max-batch 1` and `?heatmap=true` on every request
+  (each request its own model call and its own Grad-CAM: the service before
+  batching); "batched" is the defaults (`--max-batch 16 --max-wait-ms 10`)
+  without `heatmap`; requests/s and p50/p95 latency of each, and their ratio;
 
 - zero 5xx answers, every malformed request a 4xx, every good image a 200;
 - every 200 logged exactly once in the audit log: its SQLite file holds one
@@ -17,7 +24,10 @@ distinct chest X-ray JPEGs from ../shared/data/chest_xray_224 when present,
 else synthetic PNGs. Without --run, a tiny 64 px run is trained on synthetic
 images first (about a minute), so this works on a fresh clone.
 
-    python benchmarks/load_serve.py [--run RUN_DIR] [--requests 2000] [--clients 16] [--json out.json]
+    python benchmarks/load_serve.py [--run RUN_DIR] [--requests 2000] [--clients 1 4 16]
+                                    [--modes today batched] [--json out.json]
+
+--requests is per mode and client count.
 
 Exit status 1 when a check fails.
 """
@@ -52,6 +62,8 @@ START_TIMEOUT_S = 300  # importing the backend and loading the model, on busy co
 REQUEST_TIMEOUT_S = 300  # 16 requests queue behind one model lock on 2 cores
 MEMORY_BASE_AFTER = 100
 MEMORY_TOLERANCE = 0.20
+# mode -> (`serve` options, query of every POST /predict)
+MODES = {"today": (("--max-batch", "1"), {"heatmap": "true"}), "batched": ((), {})}
 
 
 @dataclass
@@ -148,7 +160,7 @@ def plan(n: int, bad_fraction: float, seed: int) -> tuple[list[Request], str]:
 
 # ---- the load ------------------------------------------------------------------------------------------------
 
-def send(client, url: str, request: Request) -> Answer:
+def send(client, url: str, request: Request, params: dict | None = None) -> Answer:
     """One POST /predict; the answer, its time and the SHA-256 of the bytes sent."""
     import httpx
 
@@ -159,7 +171,7 @@ def send(client, url: str, request: Request) -> Answer:
     sha = hashlib.sha256(request.data).hexdigest() if request.data is not None else None
     start = time.perf_counter()
     try:
-        reply = client.post(url + "/predict", files=files)
+        reply = client.post(url + "/predict", files=files, params=params)
     except httpx.HTTPError as exc:
         return Answer(request.kind, None, time.perf_counter() - start, None, sha, f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - start
@@ -170,7 +182,7 @@ def send(client, url: str, request: Request) -> Answer:
     return Answer(request.kind, reply.status_code, seconds, body, sha)
 
 
-def run_load(server, requests: list[Request], clients: int, time_limit: float) -> Load:
+def run_load(server, requests: list[Request], clients: int, time_limit: float, params: dict | None = None) -> Load:
     """Send every request from `clients` threads at once; sample the server's RSS every 100 answers."""
     import httpx
 
@@ -181,7 +193,7 @@ def run_load(server, requests: list[Request], clients: int, time_limit: float) -
     def one(request: Request) -> None:
         if time.monotonic() > deadline:
             return  # over the time limit: left unsent, and reported as unanswered
-        answer = send(client, server.url, request)
+        answer = send(client, server.url, request, params)
         with lock:
             load.answers.append(answer)
             done = len(load.answers)
@@ -231,8 +243,9 @@ def percentiles_ms(answers: list[Answer]) -> dict:
             "max_ms": round(max(seconds) * 1000, 1)}
 
 
-def evaluate(load: Load, n_planned: int, audit: dict, log_text: str, rss_end: float) -> tuple[dict, dict]:
-    """The figures and the named checks (each: passed, and what was seen)."""
+def evaluate(load: Load, n_planned: int, audit: dict | None, log_text: str, rss_end: float) -> tuple[dict, dict]:
+    """The figures and the named checks (each: passed, and what was seen); the audit check only with `audit`
+    (it covers every load a server took)."""
     answers = load.answers
     bad = [a for a in answers if a.kind != "good"]
     good = [a for a in answers if a.kind == "good"]
@@ -251,7 +264,7 @@ def evaluate(load: Load, n_planned: int, audit: dict, log_text: str, rss_end: fl
         "seconds": round(load.seconds, 1), "requests_per_s": round(len(answers) / load.seconds, 2),
         "latency_all": percentiles_ms(answers), "latency_good": percentiles_ms(good),
         "latency_malformed": percentiles_ms(bad), "status": dict(statuses), "status_by_kind": by_kind,
-        "audit": audit, "rss_mb_after_100": round(base, 1), "rss_mb_end": round(rss_end, 1),
+        "rss_mb_after_100": round(base, 1), "rss_mb_end": round(rss_end, 1),
         "rss_growth": round(growth, 4), "rss_mb_samples": load.rss_mb,
         "errors": collections.Counter(a.error.split(":")[0] for a in answers if a.error).most_common(),
     }
@@ -260,13 +273,14 @@ def evaluate(load: Load, n_planned: int, audit: dict, log_text: str, rss_end: fl
         "zero 5xx": (n_5xx == 0, f"{n_5xx}"),
         "every malformed request a 4xx JSON error": (bad_4xx == len(bad), f"{bad_4xx} of {len(bad)}"),
         "every good image a 200": (good_200 == len(good), f"{good_200} of {len(good)}"),
-        "every 200 logged exactly once (id + sha256), no other row": (
-            audit["passed"], f"{audit['matched']} of {audit['answered_200']} matched; {audit['rows']} rows; "
-                             f"X-Total-Count {audit['x_total_count']}"),
         f"server memory at the end within {MEMORY_TOLERANCE:.0%} of after {MEMORY_BASE_AFTER} requests": (
             abs(growth) <= MEMORY_TOLERANCE, f"{base:.1f} -> {rss_end:.1f} MB ({growth:+.1%})"),
         "no traceback in the server log": (tracebacks == 0, f"{tracebacks}"),
     }
+    if audit is not None:
+        checks["every 200 logged exactly once (id + sha256), no other row"] = (
+            audit["passed"], f"{audit['matched']} of {audit['answered_200']} matched; {audit['rows']} rows; "
+                             f"X-Total-Count {audit['x_total_count']}")
     return figures, {name: {"passed": bool(ok), "seen": seen} for name, (ok, seen) in checks.items()}
 
 
@@ -284,8 +298,7 @@ def versions() -> dict:
 
 def print_report(figures: dict, checks: dict, context: dict) -> None:
     f = figures
-    print(f"\nload test: {f['requests']} requests, {context['clients']} clients, run {context['run']}")
-    print(f"good images: {context['good_images']}")
+    print(f"\nload test, mode {context['mode']}: {f['requests']} requests, {context['clients']} clients")
     print(f"answered {f['answered']} in {f['seconds']} s: {f['requests_per_s']} requests/s")
     for what in ("all", "good", "malformed"):
         lat = f[f"latency_{what}"]
@@ -293,10 +306,8 @@ def print_report(figures: dict, checks: dict, context: dict) -> None:
             print(f"latency {what:9s} (n={lat['n']:4d}): p50 {lat['p50_ms']:7.1f} ms, p95 {lat['p95_ms']:7.1f} ms, "
                   f"max {lat['max_ms']:7.1f} ms")
     print("status by kind: " + "; ".join(f"{kind} {counts}" for kind, counts in f["status_by_kind"].items()))
-    print(f"audit log: {f['audit']['rows']} rows, {f['audit']['matched']} of {f['audit']['answered_200']} "
-          "answers matched by id and sha256")
     print(f"server VmRSS: {f['rss_mb_after_100']} MB after 100 requests, {f['rss_mb_end']} MB at the end "
-          f"({f['rss_growth']:+.1%}); peak VmHWM {context['vmhwm_mb']:.1f} MB")
+          f"({f['rss_growth']:+.1%})")
     if f["errors"]:
         print(f"transport errors: {f['errors']}")
     print("checks:")
@@ -304,21 +315,95 @@ def print_report(figures: dict, checks: dict, context: dict) -> None:
         print(f"  {'PASS' if check['passed'] else 'FAIL'}  {name}: {check['seen']}")
 
 
+def run_mode(mode: str, run_dir: Path, requests: list[Request], args, tmp: Path) -> dict:
+    """One server in `mode`, loaded by each client count in turn; its figures and checks."""
+    import httpx
+
+    options, params = MODES[mode]
+    db = tmp / f"audit_{mode}.sqlite"
+    try:
+        server = LocalServer(run_dir, tmp / f"server_{mode}.log", "--db", str(db), *options,
+                             start_timeout=START_TIMEOUT_S)
+    except ServerStartError as exc:
+        sys.exit(str(exc))
+    print(f"mode {mode}: server pid {server.process.pid} on {server.url} ({' '.join(options) or 'defaults'}; "
+          f"query {params or 'none'}), VmRSS {server.rss_mb():.1f} MB after start-up", flush=True)
+    loads, rss_ends = [], []
+    try:
+        for clients in args.clients:
+            print(f"  {clients} clients:", flush=True)
+            loads.append(run_load(server, requests, clients, args.time_limit, params))
+            rss_ends.append(server.rss_mb())
+        vmhwm = server.rss_mb("VmHWM")
+        alive = server.process.poll() is None
+        total = httpx.get(server.url + "/predictions", params={"limit": 1}, timeout=60) if alive else None
+        total_header = int(total.headers["x-total-count"]) if total is not None else None
+    finally:
+        exit_code = server.stop()
+    answers = [a for load in loads for a in load.answers]
+    audit = audit_check(answers, audit_rows(db), total_header)
+    by_clients = {}
+    for k, (clients, load, rss_end) in enumerate(zip(args.clients, loads, rss_ends)):
+        figures, checks = evaluate(load, len(requests), audit if k == len(loads) - 1 else None, server.log(),
+                                   rss_end)
+        by_clients[clients] = {"figures": figures, "checks": checks}
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -15 when all went well
+    clean = "Application shutdown complete" in server.log()
+    by_clients[args.clients[-1]]["checks"]["server up until the end, then a clean shutdown"] = {
+        "passed": alive and clean, "seen": f"alive {alive}; exit status {exit_code}, shutdown complete {clean}"}
+    for clients, result in by_clients.items():
+        print_report(result["figures"], result["checks"], {"mode": mode, "clients": clients})
+    print(f"mode {mode}: audit log {audit['rows']} rows, {audit['matched']} of {audit['answered_200']} answers "
+          f"matched by id and sha256; peak VmHWM {vmhwm:.1f} MB")
+    return {"options": list(options), "query": params, "vmhwm_mb": round(vmhwm, 1), "audit": audit,
+            "by_clients": by_clients}
+
+
+def comparison(results: dict) -> list[dict]:
+    """Per client count: requests/s and p50/p95 of each mode, and batched against today."""
+    rows = []
+    for clients in next(iter(results.values()))["by_clients"]:
+        row = {"clients": clients}
+        for mode, result in results.items():
+            f = result["by_clients"][clients]["figures"]
+            row[mode] = {"requests_per_s": f["requests_per_s"], "p50_ms": f["latency_all"].get("p50_ms"),
+                         "p95_ms": f["latency_all"].get("p95_ms")}
+        if {"today", "batched"} <= set(results):
+            today, batched = row["today"], row["batched"]
+            row["ratio_requests_per_s"] = round(batched["requests_per_s"] / today["requests_per_s"], 2)
+            row["ratio_p95"] = round(batched["p95_ms"] / today["p95_ms"], 3)
+        rows.append(row)
+    return rows
+
+
+def print_comparison(rows: list[dict], modes: list[str]) -> None:
+    print("\n| clients | " + " | ".join(f"{m} req/s | {m} p50 ms | {m} p95 ms" for m in modes)
+          + (" | req/s ratio | p95 ratio |" if len(modes) == 2 else " |"))
+    print("|---" * (1 + 3 * len(modes) + (2 if len(modes) == 2 else 0)) + "|")
+    for row in rows:
+        cells = [str(row["clients"])]
+        for m in modes:
+            cells += [f"{row[m]['requests_per_s']:.1f}", f"{row[m]['p50_ms']:.0f}", f"{row[m]['p95_ms']:.0f}"]
+        if "ratio_requests_per_s" in row:
+            cells += [f"{row['ratio_requests_per_s']:.2f}x", f"{row['ratio_p95']:.2f}x"]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="a trained run directory (default: train a tiny synthetic one)")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=2000, help="per mode and client count")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["today", "batched"])
     parser.add_argument("--bad-fraction", type=float, default=0.1)
-    parser.add_argument("--time-limit", type=float, default=1800, help="stop sending after this many seconds")
+    parser.add_argument("--time-limit", type=float, default=1800, help="stop sending after this many seconds "
+                                                                        "(per mode and client count)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the figures and checks to this file")
     args = parser.parse_args(argv)
     if args.requests < MEMORY_BASE_AFTER * 2:
         parser.error(f"--requests must be at least {MEMORY_BASE_AFTER * 2} (memory is compared with request "
                      f"{MEMORY_BASE_AFTER})")
-    import httpx
-
     with tempfile.TemporaryDirectory(prefix="load_serve_") as tmp:
         tmp = Path(tmp)
         if args.run:
@@ -327,35 +412,18 @@ def main(argv: list[str] | None = None) -> int:
             print("training a tiny synthetic run (--run RUN_DIR skips this)...", flush=True)
             run_dir = train_tiny_run(tmp)
         requests, source = plan(args.requests, args.bad_fraction, args.seed)
-        db = tmp / "audit.sqlite"
-        try:
-            server = LocalServer(run_dir, tmp / "server.log", "--db", str(db), start_timeout=START_TIMEOUT_S)
-        except ServerStartError as exc:
-            sys.exit(str(exc))
-        print(f"server pid {server.process.pid} on {server.url}, VmRSS {server.rss_mb():.1f} MB after start-up",
-              flush=True)
-        try:
-            load = run_load(server, requests, args.clients, args.time_limit)
-            rss_end, vmhwm = server.rss_mb(), server.rss_mb("VmHWM")
-            alive = server.process.poll() is None
-            total = httpx.get(server.url + "/predictions", params={"limit": 1}, timeout=60) if alive else None
-            total_header = int(total.headers["x-total-count"]) if total is not None else None
-        finally:
-            exit_code = server.stop()
-        audit = audit_check(load.answers, audit_rows(db), total_header)
-        figures, checks = evaluate(load, len(requests), audit, server.log(), rss_end)
-        # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -15 when all went well
-        clean = "Application shutdown complete" in server.log()
-        checks["server up until the end, then a clean shutdown"] = {
-            "passed": alive and clean, "seen": f"alive {alive}; exit status {exit_code}, shutdown complete {clean}"}
-    context = {"clients": args.clients, "run": str(run_dir), "good_images": source, "vmhwm_mb": vmhwm,
+        print(f"good images: {source}", flush=True)
+        results = {mode: run_mode(mode, run_dir, requests, args, tmp) for mode in args.modes}
+    rows = comparison(results)
+    print_comparison(rows, args.modes)
+    checks = [c for r in results.values() for by in r["by_clients"].values() for c in by["checks"].values()]
+    context = {"run": str(run_dir), "good_images": source, "clients": args.clients, "modes": args.modes,
                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
-    print_report(figures, checks, context)
     if args.json:
-        write_json(args.json, {**figures, "checks": checks, **context, "machine": machine(),
+        write_json(args.json, {"comparison": rows, "modes": results, **context, "machine": machine(),
                                "versions": versions()})
         print(f"wrote {args.json}")
-    return 0 if all(c["passed"] for c in checks.values()) else 1
+    return 0 if all(c["passed"] for c in checks) else 1
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_predict_answers_like_the_predict_command(server, run_dir):
 
     path = _image(run_dir, "pneumonia")
     data = path.read_bytes()
-    reply = _post(server, "scan.png", data)
+    reply = _post(server, "scan.png", data, params={"heatmap": "true"})
     assert reply.status_code == 200, reply.text
     body = reply.json()
     expected = Predictor(run_dir).predict_files([path])[0]
@@ -148,7 +148,7 @@ def test_predict_answers_like_the_predict_command(server, run_dir):
 @pytest.mark.e2e
 def test_grad_cam_overlay_by_url_and_base64(server, run_dir):
     data = _image(run_dir, "pneumonia", 1).read_bytes()
-    by_url = _post(server, "a.png", data).json()
+    by_url = _post(server, "a.png", data, params={"heatmap": "true"}).json()
     cam = httpx.get(server.url + by_url["cam_url"])
     assert cam.status_code == 200 and cam.headers["content-type"] == "image/png"
     overlay = Image.open(io.BytesIO(cam.content))
@@ -289,7 +289,7 @@ def test_restart_keeps_the_audit_log_and_the_token_guards_patient_data(server, r
         assert [{**r, "file": None} for r in after] == before  # every row, from the file the first server wrote
         assert all(r["file"] for r in after)  # behind the token, with its name
         data = _image(run_dir, "normal").read_bytes()
-        new = _post(again, "late.png", data, headers=auth).json()
+        new = _post(again, "late.png", data, headers=auth, params={"heatmap": "true"}).json()
         assert new["id"] > max(r["id"] for r in before)
         assert httpx.get(again.url + new["cam_url"], headers=auth).status_code == 200
     finally:

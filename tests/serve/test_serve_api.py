@@ -111,7 +111,8 @@ def test_the_schema_tells_generated_clients_the_truth(server):
     assert body["type"] == "string" and body["format"] == "binary"
     assert "securitySchemes" not in spec.get("components", {})  # no token: no Authorize button, no 401
     expected = {"/predict": {"200", "400", "413", "415", "422", "503"}, "/predictions": {"200", "422"},
-                "/cam/{cam_id}.png": {"200", "404", "422"}, "/model": {"200"}, "/health": {"200"}}
+                "/cam/{cam_id}.png": {"200", "404", "422"}, "/preview/{preview_id}.png": {"200", "404", "422"},
+                "/model": {"200"}, "/health": {"200"}}
     for path, statuses in expected.items():
         (operation,) = spec["paths"][path].values()
         assert set(operation["responses"]) == statuses, path

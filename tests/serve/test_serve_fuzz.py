@@ -47,7 +47,7 @@ def fuzz(examples: int):
 
 
 ROW_KEYS = {"id", "file", "class", "threshold", "probabilities", "model_id", "sha256", "cam_url", "ood_score",
-            "in_distribution"}
+            "in_distribution", "preview_url", "heatmap_empty"}
 SIGNATURES = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"BM", b"II*\x00", b"MM\x00*", b"\x00" * 128 + b"DICM"]
 NAMES = st.one_of(st.sampled_from(["scan.png", "x.jpeg", "a.dcm", "", "../../etc/passwd", "C:\\x\\y.tif",
                                    "a" * 400 + ".png", "naïve 画像.bmp", 'q"uote;.png', "%00.png"]),
@@ -114,7 +114,8 @@ def check_answer(server, reply: httpx.Response, sent: bytes | None) -> None:
         assert body["class"] in server.classes and "message" not in body, body
     assert set(body["probabilities"]) == set(server.classes)
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-4)
-    assert body["cam_url"] == f"/cam/{body['id']}.png" and len(body["sha256"]) == 64
+    assert body["cam_url"] is None and len(body["sha256"]) == 64  # no ?heatmap=true: no Grad-CAM
+    assert body["preview_url"] == f"/preview/{body['id']}.png"
     assert isinstance(body["file"], str) and len(body["file"]) <= 255
     if sent is not None:
         assert body["sha256"] == hashlib.sha256(sent).hexdigest()

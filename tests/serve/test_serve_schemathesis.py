@@ -83,7 +83,8 @@ def _validate(case) -> None:
     case.call_and_validate(excluded_checks=excluded, timeout=60)
 
 
-OPERATIONS = {"GET /health", "GET /model", "POST /predict", "GET /cam/{cam_id}.png", "GET /predictions"}
+OPERATIONS = {"GET /health", "GET /model", "POST /predict", "GET /cam/{cam_id}.png", "GET /preview/{preview_id}.png",
+              "GET /predictions"}
 
 
 def test_without_a_token_the_service_keeps_its_schema(open_server):

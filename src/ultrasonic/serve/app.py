@@ -3,7 +3,7 @@
     app = create_app("runs/cxr", ServeSettings(token="s3cret"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Endpoints: GET / (the page), POST /predict, GET /cam/{id}.png, GET /predictions,
+Endpoints: GET / (the page), POST /predict, GET /cam/{id}.png, GET /preview/{id}.png, GET /predictions,
 GET /audit (the audit log as a page), GET /model, GET /health, GET /docs. Every error is JSON {"detail": "..."}:
 4xx for anything a client sent wrong, 500 only for a bug of ours (logged).
 """
@@ -11,6 +11,7 @@ GET /audit (the audit log as a page), GET /model, GET /health, GET /docs. Every 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ from ultrasonic.serve.settings import ServeSettings
 
 log = logging.getLogger("ultrasonic")
 
-PROTECTED = ("/predict", "/predictions", "/cam/")  # patient data in and out; /, /health, /model stay open
+PROTECTED = ("/predict", "/predictions", "/cam/", "/preview/")  # patient data in and out; /, /health, /model stay open
 MAX_OFFSET = 2**62  # far past any audit log, and inside SQLite's 64-bit integers
 # `file` as OpenAPI 3.0's binary string too (FastAPI writes only 3.1's contentMediaType): generated clients
 # (openapi-python-client, Schemathesis) then send a file part, not a text field the endpoint refuses.
@@ -50,10 +51,11 @@ def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -
     """Load the run once, open the audit log, and wire the endpoints."""
     predictor = Predictor(run_dir, max_pixels=settings.max_pixels, engine=settings.engine, ood=settings.ood)
     service = PredictionService(predictor, AuditLog(settings.db_path(run_dir)), CamStore(settings.cam_cache),
-                                settings.max_upload_bytes, log_filenames=settings.log_filenames)
+                                settings.max_upload_bytes, log_filenames=settings.log_filenames,
+                                max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
     service.budget = DecodeBudget(settings.decode_budget_bytes, settings.budget_wait_s)
     service.warm_up()
-    app = FastAPI(title="ultrasonic", version=__version__, docs_url=None, redoc_url=None,
+    app = FastAPI(title="ultrasonic", version=__version__, docs_url=None, redoc_url=None, lifespan=_closing(service),
                   description=f"Predictions of the run `{Path(run_dir).name}` (model {predictor.model_id}). "
                               "Every error is JSON {\"detail\": \"...\"}.")
     app.add_middleware(RequestGuard, token=settings.token, protected=PROTECTED,
@@ -63,6 +65,15 @@ def create_app(run_dir: str | Path, settings: ServeSettings = ServeSettings()) -
     _add_routes(app, service, bool(settings.token))
     add_docs(app)
     return app
+
+
+def _closing(service: PredictionService):
+    """The app's lifespan: at shutdown, the batcher answers what it holds and stops."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+    return lifespan
 
 
 def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None:
@@ -93,14 +104,17 @@ def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None
                 "ood": _ood_info(predictor),
                 "metrics": _eval_metrics(predictor), "operating_point": _operating_point(predictor)}
 
-    @app.post("/predict", summary="Class, probabilities and Grad-CAM of one image (PNG, JPEG, DICOM...)",
+    @app.post("/predict", summary="Class, probabilities, preview and (?heatmap=true) Grad-CAM of one image",
               dependencies=[*bearer, Depends(_one_file)], responses=error_responses(400, *auth, 413, 415, 422, 503),
               response_model=Prediction, response_model_exclude_unset=True)
     def predict(request: Request, file: UploadFile = File(..., description="the image", json_schema_extra=BINARY),
                 cam: Literal["url", "base64"] = Query("url", description="base64: also return the overlay "
-                                                      "PNG inline as cam_png_base64")) -> dict:
+                                                      "PNG inline as cam_png_base64 (implies heatmap=true)"),
+                heatmap: bool = Query(False, description="compute the Grad-CAM overlay (cam_url); it costs a "
+                                                         "gradient call per image")) -> dict:
         data = service.read_upload(file.file)
-        row, png = service.predict(data, file.filename or "upload", request.client.host if request.client else None)
+        row, png = service.predict(data, file.filename or "upload", request.client.host if request.client else None,
+                                   heatmap=heatmap or cam == "base64")
         if cam == "base64":  # None under the ONNX engine: it has no gradients for a heat map
             row["cam_png_base64"] = base64.b64encode(png).decode("ascii") if png is not None else None
         return row
@@ -112,6 +126,17 @@ def _add_routes(app: FastAPI, service: PredictionService, guarded: bool) -> None
         png = service.cams.get(cam_id)
         if png is None:
             return JSONResponse({"detail": f"no overlay for prediction {cam_id}: only the last "
+                                           f"{service.cams.capacity} are kept; predict the image again"}, 404)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get("/preview/{preview_id}.png", summary="The image of a recent prediction as the model saw it",
+             dependencies=bearer, response_class=Response,
+             responses={200: {"content": {"image/png": {}}, "description": "the PNG"},
+                        **error_responses(*auth, 404, 422)})
+    def preview(preview_id: int) -> Response:
+        png = service.cams.get(preview_id, kind="preview")
+        if png is None:
+            return JSONResponse({"detail": f"no preview for prediction {preview_id}: only the last "
                                            f"{service.cams.capacity} are kept; predict the image again"}, 404)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 

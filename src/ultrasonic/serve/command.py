@@ -14,7 +14,7 @@ import os
 from ultrasonic.rundir import ENGINES
 
 SETTINGS = ("token", "db", "max_upload_mb", "max_pixels", "engine", "ood", "log_filenames", "header_timeout_s",
-            "body_timeout_s", "min_body_rate", "decode_budget_mb", "budget_wait_s")
+            "body_timeout_s", "min_body_rate", "decode_budget_mb", "budget_wait_s", "max_batch", "max_wait_ms")
 
 
 def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
                                                        "only; any other needs --token or --insecure)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--token", default=os.environ.get("ULTRASONIC_TOKEN"),
-                   help="require 'Authorization: Bearer TOKEN' on /predict, /predictions and /cam "
+                   help="require 'Authorization: Bearer TOKEN' on /predict, /predictions, /cam and /preview "
                         "(default $ULTRASONIC_TOKEN; none)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a --host other than loopback without --token (default: refused)")
@@ -53,6 +53,10 @@ def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
                         "seconds, then gets 503 with Retry-After (default 1600; 0: no budget)")
     p.add_argument("--budget-wait", type=float, dest="budget_wait_s", metavar="S",
                    help="how long a request waits for room in the decoding budget (default 5)")
+    p.add_argument("--max-batch", type=int,
+                   help="at most this many concurrent requests share one model call (default 16; 1: each its own)")
+    p.add_argument("--max-wait-ms", type=float,
+                   help="how long a request waits for others to share its model call (default 10)")
     for add in extra_options:
         add(p)
     p.set_defaults(func=run)

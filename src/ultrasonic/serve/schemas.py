@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ERROR_MEANINGS = {
     400: "a request the multipart parser or the HTTP layer cannot read (bad framing, Content-Length not a number)",
     401: "token missing or wrong: send 'Authorization: Bearer <token>'",
-    404: "no such overlay: it is no longer kept",
+    404: "no such overlay or preview: it is no longer kept",
     413: "upload or image too large (--max-upload-mb, --max-pixels, --decode-budget-mb)",
     415: "not an image ultrasonic can read (not a recognised format, empty, corrupt)",
     422: "no single `file` part, a bad query parameter, an image the decoders fail on, or a blank or tiny image",
@@ -91,7 +91,11 @@ class _Row(BaseModel):
 class Prediction(_Row):
     model_id: str
     sha256: str = Field(description="of the uploaded bytes")
-    cam_url: str | None = Field(description="GET it for the Grad-CAM overlay PNG; null under the ONNX engine")
+    cam_url: str | None = Field(description="GET it for the Grad-CAM overlay PNG; null unless ?heatmap=true "
+                                            "(or cam=base64), and under the ONNX engine")
+    preview_url: str = Field(description="GET it for a PNG of the image as the model saw it (any upload format)")
+    heatmap_empty: bool | None = Field(None, description="true: the heat map has no signal (no region stood out); "
+                                                         "null when no heat map was made")
     note: str | None = Field(None, description="what the decoder warned about (several frames, ...)")
     cam_png_base64: str | None = Field(None, description="only with ?cam=base64: the overlay PNG inline")
 

@@ -22,17 +22,22 @@ MIN_BODY_RATE = 10 * 1024
 # alone, or it could never be served: 50 M px of grey DICOM, estimated at 32 B/px = 1526 MB (1.2 GB measured).
 DECODE_BUDGET_MB = 1600.0
 BUDGET_WAIT_S = 5.0
+MAX_BATCH = 16  # requests per model call at most (serve/batcher.py)
+MAX_WAIT_MS = 10.0  # the longest a request waits for others to share its call
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     """Limits and files of the service; defaults are those of the `serve` command.
 
-    token:          if set, /predict, /predictions and /cam need `Authorization: Bearer <token>`
+    token:          if set, /predict, /predictions, /cam and /preview need `Authorization: Bearer <token>`
     db:             SQLite audit log (default RUN_DIR/audit.sqlite)
     max_upload_mb:  uploads larger than this get 413
     max_pixels:     images with more pixels get 413 (decompression bombs)
-    cam_cache:      how many recent Grad-CAM overlays GET /cam/{id}.png can still serve
+    cam_cache:      how many recent Grad-CAM overlays (GET /cam/{id}.png) and previews (GET /preview/{id}.png)
+                    the service can still serve
+    max_batch:      at most this many concurrent requests share one model call (1: each its own call)
+    max_wait_ms:    how long the first request of a batch waits for others to join it
     engine:         "keras" (heat maps included) or "onnx" (the exported model.onnx through
                     ONNX Runtime: no TensorFlow or Keras loaded, no heat maps)
     ood:            the out-of-distribution gate: "abstain" (an image unlike the training images gets
@@ -62,6 +67,8 @@ class ServeSettings:
     min_body_rate: float = MIN_BODY_RATE
     decode_budget_mb: float = DECODE_BUDGET_MB
     budget_wait_s: float = BUDGET_WAIT_S
+    max_batch: int = MAX_BATCH
+    max_wait_ms: float = MAX_WAIT_MS
 
     def __post_init__(self):
         if self.max_upload_mb <= 0:
@@ -79,6 +86,11 @@ class ServeSettings:
                               ("--budget-wait", self.budget_wait_s)):
             if not value >= 0:  # also NaN
                 raise ConfigError(f"{option} must be 0 or more, got {value}")
+        if not 1 <= self.max_batch <= 1024:
+            raise ConfigError(f"--max-batch must be from 1 to 1024, got {self.max_batch}")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError(f"--max-wait-ms must be from 0 to 1000 (a wait of at most a second), "
+                              f"got {self.max_wait_ms}")
         if self.token is not None and not self.token.strip():
             raise ConfigError("--token is empty; give a secret string or leave the option out")
 
