@@ -231,7 +231,7 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
     for class_name in {rows[i]["class"] for i in good} - {None}:  # None: not like the training images, no class
         picked = [i for i in good if rows[i]["class"] == class_name]
         maps = gradcam(predictor.model, np.stack([decoded[i].image for i in picked]),
-                       predictor.classes.index(class_name), layer, _positive_threshold(predictor, threshold))
+                       predictor.classes.index(class_name), layer, unit_threshold(predictor, threshold))
         for i, heat in zip(picked, maps):
             caption = f"{class_name} {rows[i]['probabilities'][class_name]:.2f}"
             write_bytes(targets[i], overlay_png(decoded[i].image, heat, caption, class_name=class_name))
@@ -239,7 +239,7 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
     return rows
 
 
-def _positive_threshold(predictor, threshold: float | None) -> float | None:
+def unit_threshold(predictor, threshold: float | None) -> float | None:
     """The run's threshold as gradcam takes it: on the probability of the model's unit (class 1)."""
     if threshold is None or predictor.classes.index(predictor.positive_class) == 1:
         return threshold

@@ -27,7 +27,6 @@ log = logging.getLogger("ultrasonic")
 
 CHUNK = 1024 * 1024
 MAX_NAME = 255
-EMPTY_MAP = 1e-6  # a heat map whose peak is at most this has no signal (gradcam scales a real one to peak 1)
 
 
 class PredictionService:
@@ -129,9 +128,12 @@ class PredictionService:
     def _overlay(self, image: np.ndarray, probs: np.ndarray, caption: str) -> tuple[bytes, bool]:
         """The Grad-CAM overlay of the class the model decides (before the gate), and whether its map is
         empty (no region stood out): one gradient call per image, outside the batch, under the model lock."""
-        from ultrasonic.explain.gradcam import gradcam, overlay_png  # imports Keras: only the Keras engine
+        from ultrasonic.explain.gradcam import gradcam, overlay_png, unit_threshold  # imports Keras: Keras engine only
+        from ultrasonic.explain.overlay import is_empty
 
-        class_index = self.predictor.classes.index(self.predictor.decide(probs)[0])
-        with self._model_lock:
-            heat = gradcam(self.predictor.model, image[None], class_index=class_index)[0]
-        return overlay_png(image, heat, caption), bool(heat.max() <= EMPTY_MAP)  # as `ultrasonic explain` captions
+        decided = self.predictor.decide(probs)[0]
+        threshold = self.predictor.threshold if len(self.predictor.classes) == 2 else None
+        with self._model_lock:  # the map measured against the run's own threshold, as `ultrasonic explain` does
+            heat = gradcam(self.predictor.model, image[None], class_index=self.predictor.classes.index(decided),
+                           threshold=unit_threshold(self.predictor, threshold))[0]
+        return overlay_png(image, heat, caption, class_name=decided), is_empty(heat)  # as `explain` captions
