@@ -62,6 +62,7 @@ def external_run(tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # evaluation on another folder: nothing backend-specific past predict, which e2e covers
 def test_meta_json_records_the_external_figures_beside_validation(external_run):
     from ultrasonic.evaluation.summary import headline
 
@@ -80,6 +81,7 @@ def test_meta_json_records_the_external_figures_beside_validation(external_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # evaluation on another folder: nothing backend-specific past predict, which e2e covers
 def test_a_validation_that_promised_more_gets_a_warning_in_the_log_and_the_runs_report(external_run, caplog):
     """The rule on a real run: validation said 1.0 everywhere; the external interval cannot reach it."""
     from ultrasonic.evaluation.evaluate import evaluate

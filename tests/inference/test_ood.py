@@ -141,7 +141,9 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("preset,model,channels", [("default", None, 1), ("default", "mobilenetv2", 1)])
+@pytest.mark.parametrize("preset,model,channels", [("default", None, 1),
+                                                     # the gate on a second network: the same code (4 min under JAX)
+                                                     pytest.param("default", "mobilenetv2", 1, marks=pytest.mark.once)])
 def test_gate_passes_lesion_images_and_refuses_constant_noise_and_gradients(tmp_path, preset, model, channels):
     from ultrasonic.inference.predictor import Predictor
 

@@ -91,6 +91,7 @@ def test_delivered_network_has_only_builtin_layers_and_loads_in_plain_keras(pyth
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # a venv of its own (minutes); tests/e2e loads a calibrated model in plain Keras under both
 def test_a_trained_run_loads_in_plain_keras_and_agrees_with_ultrasonic(python, tmp_path):
     from ultrasonic import train
 

@@ -206,6 +206,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_the_verify_command_exit_status_and_lines(db, tmp_path):
     intact = _cli(db)
     head = _row(db, N)[-1]

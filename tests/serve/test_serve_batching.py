@@ -185,6 +185,7 @@ def server(tiny_run, tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # HTTP and the batcher: test_batching_under_jax runs a JAX server
 def test_concurrent_requests_answer_as_sequential_ones(server, tiny_run):
     replies = _concurrent_equals_sequential(server, tiny_run)
     ids = [r.json()["id"] for r in replies]
@@ -194,6 +195,7 @@ def test_concurrent_requests_answer_as_sequential_ones(server, tiny_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # HTTP and the batcher: test_batching_under_jax runs a JAX server
 def test_grad_cam_only_when_asked(server, tiny_run):
     data = _images(tiny_run, 1)[0]
     plain = _post(server, 0, data).json()
@@ -209,6 +211,7 @@ def test_grad_cam_only_when_asked(server, tiny_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # HTTP and the batcher: test_batching_under_jax runs a JAX server
 def test_every_prediction_has_a_preview_of_what_the_model_saw(server, tiny_run):
     body = _post(server, 0, _images(tiny_run, 1)[0]).json()
     assert body["preview_url"] == f"/preview/{body['id']}.png"
@@ -222,6 +225,7 @@ def test_every_prediction_has_a_preview_of_what_the_model_saw(server, tiny_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # HTTP and the batcher: test_batching_under_jax runs a JAX server
 def test_the_preview_is_behind_the_token(tiny_run, tmp_path):
     token = "s3cret-token"
     with LiveServer(tiny_run, tmp_path / "server.log", "--db", str(tmp_path / "audit.sqlite"),
@@ -234,6 +238,7 @@ def test_the_preview_is_behind_the_token(tiny_run, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # it starts its own server under JAX: the TensorFlow pass runs it
 def test_batching_under_jax(tiny_run, tmp_path, monkeypatch):
     pytest.importorskip("jax")
     monkeypatch.setenv("KERAS_BACKEND", "jax")  # the server's process; the run was trained under the default

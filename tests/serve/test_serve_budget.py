@@ -121,6 +121,7 @@ def big_dicom() -> bytes:
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_a_second_big_upload_while_one_decodes_gets_503_with_retry_after_then_200(client):
     budget = client.app.state.service.budget
     data = big_dicom()
@@ -136,6 +137,7 @@ def test_a_second_big_upload_while_one_decodes_gets_503_with_retry_after_then_20
 
 
 @pytest.mark.e2e
+@pytest.mark.once
 def test_an_image_over_the_whole_budget_is_413_and_503_is_documented(client):
     huge = make_dicom(np.zeros((1300, 1300), np.uint16))
     answer = client.post("/predict", files={"file": ("huge.dcm", huge)})

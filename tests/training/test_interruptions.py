@@ -96,6 +96,7 @@ def history_epochs(run: Path) -> list[int]:
 
 
 @pytest.mark.e2e
+@pytest.mark.once  # kills and resumes: the run directory and checkpoints, not the backend
 def test_kill_during_checkpoint_write_and_mid_epoch_then_resume_finishes(tmp_path):
     data, cache, run = write_data(tmp_path / "data"), tmp_path / "cache", tmp_path / "run"
     settings = tmp_path / "fast.yaml"
