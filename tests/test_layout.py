@@ -91,3 +91,12 @@ def test_settings_cli_and_decoding_do_not_import_keras(module):
     code = f"import sys, {module}; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_two_test_modules_share_a_file_name():
+    """The test folders have no __init__.py (pytest's default import mode): two test_x.py in two folders
+    stop the whole run at collection ("import file mismatch")."""
+    names: dict[str, list[str]] = {}
+    for path in (SRC.parents[1] / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.parent.name))
+    assert not {name: folders for name, folders in names.items() if len(folders) > 1}
