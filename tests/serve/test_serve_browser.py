@@ -199,6 +199,12 @@ def test_an_image_unlike_the_training_images_gets_no_class_and_an_explanation(br
     assert "No class is given" in page.text_content("#decision")
     assert page.is_visible("#ood-note") and page.text_content("#ood-note") == body["message"]
     assert page.locator(".bar-row.chosen").count() == 0 and page.locator("#bars.unlike").count() == 1
+    # no heat map for an image the model cannot judge: a coloured overlay would invite a reading
+    assert page.is_hidden("#cam-image") and page.get_attribute("#cam-image", "src") is None
+    assert page.text_content("#cam-empty") == "No heat map: the model was not made for images like this one."
+    assert page.is_visible("#cam-empty") and page.text_content("#cam-caption") == "heat map: none"
+    assert page.evaluate("document.getElementById('original-image').naturalWidth") > 0  # the preview stays
+    assert not page.errors, page.errors
     shot(page, tmp_path, "ood")
     page.close()
 
