@@ -257,13 +257,24 @@ def scale_to_uint8(array: np.ndarray) -> np.ndarray:
 def min_max_unit(array: np.ndarray) -> np.ndarray:
     """The array's own finite value range mapped linearly onto 0..1 (float64); constant or non-finite -> 0."""
     array = np.asarray(array, dtype=np.float64)
+    span = finite_range(array)
+    if span is None or span[1] <= span[0]:
+        return np.zeros(array.shape)
+    return range_unit(array, *span)
+
+
+def finite_range(array: np.ndarray) -> tuple[float, float] | None:
+    """(lowest, highest) finite value of a float array, None when it has none; no copy of the array is made,
+    so a large image's range can be found block by block (data/dicom.py)."""
     finite = np.isfinite(array)
     if not finite.any():
-        return np.zeros(array.shape)
-    low, high = array[finite].min(), array[finite].max()
-    if high <= low:
-        return np.zeros(array.shape)
-    return (np.where(finite, array, low) - low) / (high - low)
+        return None
+    return float(array.min(where=finite, initial=np.inf)), float(array.max(where=finite, initial=-np.inf))
+
+
+def range_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """low..high mapped linearly onto 0..1 (float64), non-finite values onto 0; high > low."""
+    return (np.where(np.isfinite(array), array, low) - low) / (high - low)
 
 
 def unit_to_uint8(unit: np.ndarray) -> np.ndarray:
