@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from ultrasonic.data.io import finite_range, range_unit, unit_to_uint8
+from ultrasonic.data.io import min_max_into, row_blocks, unit_to_uint8
 from ultrasonic.errors import BadImageError, ImageTooLargeError
 
 
@@ -49,8 +49,6 @@ HEADER_NUMBERS = {"Rows": ("Rows", 1, True), "Columns": ("Columns", 1, True),
                   "PixelRepresentation": ("Pixel Representation", 0, False)}
 # Encapsulated (compressed) transfer syntaxes fail with decoder-specific errors when cut short.
 COMPRESSED_HINT = "truncated or corrupt compressed pixel data"
-# Pixels mapped for display at a time (_gray_to_uint8): each float64 working copy of a block is 2 MB.
-BLOCK_PIXELS = 2**18
 # Two-letter value representations, to tell an explicit-VR DICOM header from random bytes.
 EXPLICIT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV "
                          b"TM UC UI UL UN UR US UT UV".split())
@@ -263,22 +261,19 @@ def _one_line(exc: BaseException) -> str:
 def _gray_to_uint8(frame: np.ndarray, ds, label: str) -> np.ndarray:
     """Modality LUT -> VOI LUT / window (else min-max) -> 0..1 -> MONOCHROME1 inverted -> 0..255.
 
-    Every step maps each pixel on its own, so it runs on blocks of rows written into one uint8 image: the
-    same bytes as the whole frame at once, while the float64 working copies (pydicom's and these) are those
-    of one block. On the whole frame they took 26-36 bytes per pixel, 1.2-1.7 GB for 7000 x 7000.
-    Without a window, the pixels' own range is found first, in a pass over the blocks.
+    Every step maps each pixel on its own, so it runs on blocks of rows (io.row_blocks) written into one
+    uint8 image: the same bytes as the whole frame at once, while the float64 working copies (pydicom's and
+    these) are those of one block. On the whole frame they took 26-36 bytes per pixel, 1.2-1.7 GB for
+    7000 x 7000. Without a window, the pixels' own range is found first, in a pass over the blocks.
     """
+    from pydicom.pixels import apply_modality_lut
+
     out = np.empty(frame.shape, np.uint8)
     invert = _inverted(ds)
     if not _voi_into(out, frame, ds, invert):
-        _min_max_into(out, frame, ds, invert)
+        min_max_into(out, row_blocks(frame.shape), invert=invert,
+                     values=lambda rows: np.asarray(apply_modality_lut(frame[rows], ds), dtype=np.float64))
     return out
-
-
-def _row_blocks(frame: np.ndarray) -> list[slice]:
-    """Slices of about BLOCK_PIXELS pixels each (whole rows, at least one)."""
-    step = max(1, BLOCK_PIXELS // frame.shape[1])
-    return [slice(start, start + step) for start in range(0, frame.shape[0], step)]
 
 
 def _display(unit: np.ndarray, invert: bool) -> np.ndarray:
@@ -311,7 +306,7 @@ def _voi_into(out: np.ndarray, frame: np.ndarray, ds, invert: bool) -> bool:
     if span is None or not span.max() > span.min():
         return False
     low, high = span.min(), span.max()
-    for rows in _row_blocks(frame):
+    for rows in row_blocks(frame.shape):
         values = apply_modality_lut(frame[rows], ds)
         mapped = _voi(ds, lambda: _voi_index(values, ds))
         if mapped is None:
@@ -353,23 +348,6 @@ def _voi_index(values: np.ndarray, ds) -> np.ndarray:
 def _lut_span(ds) -> tuple[int, int]:
     descriptor = ds.VOILUTSequence[0].LUTDescriptor
     return int(descriptor[0]) or 2 ** 16, int(descriptor[1])
-
-
-def _min_max_into(out: np.ndarray, frame: np.ndarray, ds, invert: bool) -> None:
-    """No usable window: the modality values' own finite range onto 0..255 (constant, or no finite value: 0)."""
-    from pydicom.pixels import apply_modality_lut
-
-    def values(rows: slice) -> np.ndarray:
-        return np.asarray(apply_modality_lut(frame[rows], ds), dtype=np.float64)
-
-    spans = [span for span in (finite_range(values(rows)) for rows in _row_blocks(frame)) if span is not None]
-    low = min((lo for lo, _ in spans), default=0.0)
-    high = max((hi for _, hi in spans), default=0.0)
-    if high <= low:
-        out[...] = _display(np.zeros(1), invert)[0]
-        return
-    for rows in _row_blocks(frame):
-        out[rows] = _display(range_unit(values(rows), low, high), invert)
 
 
 def _color_to_uint8(frame: np.ndarray, numbers: dict[str, int]) -> np.ndarray:

@@ -1,11 +1,13 @@
-"""The grey DICOM display pipeline runs in blocks of rows (data/dicom.py, to bound its float64 working
-copies): every output byte must stay what the whole-frame pipeline gave. The whole-frame pipeline as it
-was before the change is kept here, only to compare against, on synthetic files covering each branch
-(rescale, window LINEAR / LINEAR_EXACT / SIGMOID, VOI LUT, Modality LUT, MONOCHROME1, INVERSE, min-max,
-non-finite values, a broken window) and on every real DICOM file at hand."""
+"""The grey DICOM display pipeline (data/dicom.py) and the scaling of 16-bit and float images to 0-255
+(io.scale_to_uint8) run in blocks of rows, to bound their float64 working copies: every output byte must
+stay what the whole-image pipeline gave. The whole-image pipeline as it was before the change is kept
+here, only to compare against, on synthetic files covering each branch (rescale, window LINEAR /
+LINEAR_EXACT / SIGMOID, VOI LUT, Modality LUT, MONOCHROME1, INVERSE, min-max, non-finite values, a broken
+window), on every real DICOM file at hand, and on deep arrays and a 16-bit PNG."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -15,7 +17,10 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 import pydicom
+from PIL import Image
+
 from ultrasonic.data import dicom
+from ultrasonic.data import io as data_io
 from test_dicom import REAL, make_dicom
 
 PYDICOM_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
@@ -156,10 +161,10 @@ def _old_and_new(data: bytes, label: str):
     return old, new, {str(w.message) for w in old_warnings}, {str(w.message) for w in new_warnings}
 
 
-@pytest.mark.parametrize("block_pixels", [dicom.BLOCK_PIXELS, 7 * 101 + 3, 1])
+@pytest.mark.parametrize("block_pixels", [data_io.BLOCK_PIXELS, 7 * 101 + 3, 1])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_blocks_give_the_bytes_of_the_whole_frame(case, block_pixels, monkeypatch):
-    monkeypatch.setattr(dicom, "BLOCK_PIXELS", block_pixels)  # one block, 7-row blocks and a short last one, rows
+    monkeypatch.setattr(data_io, "BLOCK_PIXELS", block_pixels)  # one block, 7-row blocks and a short last one, rows
     old, new, old_warnings, new_warnings = _old_and_new(CASES[case](), case)
     assert new.dtype == np.uint8 and new.shape == old.shape
     assert np.array_equal(new, old), f"{case}: {np.count_nonzero(new != old)} pixels differ"
@@ -175,7 +180,7 @@ def test_a_broken_window_still_warns_and_falls_back_to_the_pixel_range():
 
 @pytest.mark.parametrize("path", REAL + PYDICOM_FILES, ids=lambda p: p.name)
 def test_real_files_give_the_bytes_of_the_whole_frame(path, monkeypatch):
-    monkeypatch.setattr(dicom, "BLOCK_PIXELS", 4096)  # several blocks even for the small files
+    monkeypatch.setattr(data_io, "BLOCK_PIXELS", 4096)  # several blocks even for the small files
     data = path.read_bytes()
     try:
         old, new, _, _ = _old_and_new(data, path.name)
@@ -184,3 +189,37 @@ def test_real_files_give_the_bytes_of_the_whole_frame(path, monkeypatch):
     if old is None:
         pytest.skip("colour or palette: not the grey pipeline")
     assert np.array_equal(new, old), f"{path.name}: {np.count_nonzero(new != old)} pixels differ"
+
+
+DEEP_ARRAYS = {
+    "uint16": lambda rng: rng.integers(0, 65536, size=(53, 89)).astype(np.uint16),
+    "int32 signed": lambda rng: rng.integers(-2**31, 2**31, size=(53, 89)).astype(np.int32),
+    "float32 with nan and inf": lambda rng: np.where(rng.random((53, 89)) < 0.05, np.nan,
+                                                     np.where(rng.random((53, 89)) < 0.05, -np.inf,
+                                                              rng.normal(size=(53, 89)))).astype(np.float32),
+    "float32 all nan": lambda rng: np.full((20, 30), np.nan, np.float32),
+    "constant": lambda rng: np.full((20, 30), 1500, np.uint16),
+    "one row": lambda rng: rng.integers(0, 4096, size=(1, 3000)).astype(np.uint16),
+}
+
+
+@pytest.mark.parametrize("block_pixels", [data_io.BLOCK_PIXELS, 5 * 89 + 1, 1])
+@pytest.mark.parametrize("name", sorted(DEEP_ARRAYS))
+def test_scale_to_uint8_in_blocks_gives_the_bytes_of_the_whole_array(name, block_pixels, monkeypatch):
+    monkeypatch.setattr(data_io, "BLOCK_PIXELS", block_pixels)
+    array = DEEP_ARRAYS[name](np.random.default_rng(RNG_SEED))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the old and new both warn about nan; the bytes are the point
+        old = _old_unit_to_uint8(_old_min_max_unit(array))
+    new = data_io.scale_to_uint8(array)
+    assert new.dtype == np.uint8 and np.array_equal(new, old)
+
+
+def test_a_16_bit_png_reads_as_the_whole_image_pipeline_gave(monkeypatch):
+    monkeypatch.setattr(data_io, "BLOCK_PIXELS", 1000)
+    deep = DEEP_ARRAYS["uint16"](np.random.default_rng(RNG_SEED)) // 4 + 3000
+    buffer = io.BytesIO()
+    Image.fromarray(deep).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I")
+    old = _old_unit_to_uint8(_old_min_max_unit(deep))
+    assert np.array_equal(data_io.read_image(buffer.getvalue(), channels=1)[..., 0], old)
