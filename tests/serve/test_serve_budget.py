@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ultrasonic.errors import ImageTooLargeError, ServiceBusyError
-from ultrasonic.serve.budget import GREY_DICOM, JPEG, OTHER_PIL, DecodeBudget, estimate_decoded_bytes
+from ultrasonic.serve.budget import (DEEP16_PIL, DEEP_GREY_DICOM, GREY_DICOM, JPEG, OTHER_PIL, DecodeBudget,
+                                     estimate_decoded_bytes)
 from live_server import png_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
@@ -73,14 +74,21 @@ def test_estimates_come_from_the_header():
     assert estimate_decoded_bytes(b"not an image at all") == 0  # the decoder refuses it before any pixel
 
 
-def test_the_estimate_covers_what_decoding_really_takes(tmp_path):
-    """The factor is measured: decoding a 2000 x 2000 16-bit DICOM in a process that has its decoders
-    loaded grows its memory (peak resident, over what it held just before) by less than the estimate, and by
-    more than a third of it."""
+@pytest.mark.parametrize("kind", ["16-bit DICOM", "32-bit DICOM", "16-bit PNG"])
+def test_the_estimate_covers_what_decoding_really_takes(kind, tmp_path):
+    """The factors are measured: decoding a 2000 x 2000 image in a process that has its decoders loaded grows
+    its memory (peak resident, over what it held just before) by less than the estimate, and by more than a
+    third of it."""
     import subprocess
 
-    path, small = tmp_path / "big.dcm", tmp_path / "small.dcm"
-    path.write_bytes(make_dicom((np.arange(2000 * 2000, dtype=np.uint16) % 4000).reshape(2000, 2000)))
+    path, small = tmp_path / "big", tmp_path / "small.dcm"
+    ramp = (np.arange(2000 * 2000) % 4000).reshape(2000, 2000)
+    if kind == "16-bit PNG":
+        path.write_bytes(png_bytes(ramp.astype(np.uint16)))
+        per_pixel = DEEP16_PIL
+    else:
+        path.write_bytes(make_dicom(ramp.astype(np.uint32 if kind.startswith("32") else np.uint16)))
+        per_pixel = GREY_DICOM + (2 * DEEP_GREY_DICOM if kind.startswith("32") else 0)
     small.write_bytes(make_dicom((np.arange(64 * 64, dtype=np.uint16) % 4000).reshape(64, 64)))
     # The peak is read as VmHWM after resetting it (clear_refs 5): ru_maxrss would also count the peak of the
     # imports before the decode.
@@ -94,7 +102,7 @@ def test_the_estimate_covers_what_decoding_really_takes(tmp_path):
     grown = int(subprocess.run([sys.executable, "-c", code, str(path), str(small)], capture_output=True, text=True,
                                check=True).stdout)
     estimate = estimate_decoded_bytes(path.read_bytes())
-    assert estimate == 2000 * 2000 * GREY_DICOM
+    assert estimate == 2000 * 2000 * per_pixel
     assert estimate / 3 < grown <= estimate, (grown, estimate)
 
 

@@ -45,6 +45,8 @@ log = logging.getLogger("ultrasonic")
 
 # 20000 x 20000 grey fits (400 MB); beyond this is treated as a decompression bomb.
 MAX_PIXELS = 500_000_000
+# Pixels scaled to 0-255 at a time (row_blocks): each float64 working copy of a block is 2 MB.
+BLOCK_PIXELS = 2**18
 # Modes of more than 8 bits per sample: scaled to 0-255 by their own range.
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 MULTI_FRAME_KINDS = {"GIF": "animated GIF", "WEBP": "animated WebP", "PNG": "animated PNG (APNG)",
@@ -250,20 +252,47 @@ def _to_channels(img: Image.Image, channels: int, label: str) -> Image.Image:
 
 
 def scale_to_uint8(array: np.ndarray) -> np.ndarray:
-    """Map the array's own value range linearly onto 0-255 (constant -> 0)."""
-    return unit_to_uint8(min_max_unit(array))
+    """Map the array's own finite value range linearly onto 0-255 (constant or non-finite -> 0)."""
+    out = np.empty(array.shape, np.uint8)
+    min_max_into(out, row_blocks(array.shape), lambda rows: np.asarray(array[rows], dtype=np.float64))
+    return out
 
 
-def min_max_unit(array: np.ndarray) -> np.ndarray:
-    """The array's own finite value range mapped linearly onto 0..1 (float64); constant or non-finite -> 0."""
-    array = np.asarray(array, dtype=np.float64)
+def row_blocks(shape: tuple[int, ...]) -> list[slice]:
+    """Slices of whole rows, about BLOCK_PIXELS pixels each (at least one row): every step from the decoded
+    values to 0-255 maps each pixel on its own, so running it per block gives the same bytes as the whole
+    image at once, and its float64 working copies are those of one block (a 7000 x 7000 16-bit image at
+    once took 26-36 bytes per pixel)."""
+    per_row = max(1, int(np.prod(shape[1:], dtype=np.int64)))
+    step = max(1, BLOCK_PIXELS // per_row)
+    return [slice(start, start + step) for start in range(0, shape[0], step)]
+
+
+def min_max_into(out: np.ndarray, blocks: list[slice], values, invert: bool = False) -> None:
+    """values(block) (float64) mapped onto 0..255 into out[block] by the finite range of all of them, found
+    first in a pass over the blocks; constant or no finite value: 0 (255 when inverted)."""
+    spans = [span for span in (finite_range(values(rows)) for rows in blocks) if span is not None]
+    low = min((lo for lo, _ in spans), default=0.0)
+    high = max((hi for _, hi in spans), default=0.0)
+    if high <= low:
+        out[...] = unit_to_uint8(np.ones(1) if invert else np.zeros(1))[0]
+        return
+    for rows in blocks:
+        unit = range_unit(values(rows), low, high)
+        out[rows] = unit_to_uint8(1.0 - unit if invert else unit)
+
+
+def finite_range(array: np.ndarray) -> tuple[float, float] | None:
+    """(lowest, highest) finite value of a float array, None when it has none; no copy of the array."""
     finite = np.isfinite(array)
     if not finite.any():
-        return np.zeros(array.shape)
-    low, high = array[finite].min(), array[finite].max()
-    if high <= low:
-        return np.zeros(array.shape)
-    return (np.where(finite, array, low) - low) / (high - low)
+        return None
+    return float(array.min(where=finite, initial=np.inf)), float(array.max(where=finite, initial=-np.inf))
+
+
+def range_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """low..high mapped linearly onto 0..1 (float64), non-finite values onto 0; high > low."""
+    return (np.where(np.isfinite(array), array, low) - low) / (high - low)
 
 
 def unit_to_uint8(unit: np.ndarray) -> np.ndarray:

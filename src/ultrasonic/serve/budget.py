@@ -1,21 +1,28 @@
 """DecodeBudget: the decoded bytes of all uploads being decoded at once stay under one process-wide budget.
 
-A 1.5 MB RLE-compressed 7000 x 7000 16-bit DICOM is inside the upload and pixel limits, and decoding it
-takes about 1.2 GB; four at once took the server from 0.8 to 3.9 GB. So before an upload is decoded, its
+A 1.5 MB RLE-compressed 7000 x 7000 16-bit DICOM is inside the upload and pixel limits; decoding it took
+about 1.2 GB while the grey display pipeline ran on the whole frame in float64 (0.2 GB since it runs in
+blocks of rows), and four at once took the server from 0.8 to 3.9 GB. So before an upload is decoded, its
 decoded size is estimated from its header (the pixel count the max_pixels check reads, times the bytes
 the decoders' working copies take per pixel) and that much is taken from the budget; the rest of the
 request runs on the small resized image and needs none. When the budget has no room, the request waits
 up to `wait_s`, then fails with ServiceBusyError (503 with Retry-After); an image that alone needs more
 than the whole budget gets ImageTooLargeError (413), like one over --max-pixels.
 
-    budget = DecodeBudget(capacity=1600 * 2**20, wait_s=5)
+    budget = DecodeBudget(capacity=1024 * 2**20, wait_s=5)
     with budget.hold(data, "scan.dcm"):
         decoded = predictor.decode(data, name="scan.dcm")
 
 Bytes per pixel at the peak of read_image (measured as the growth of ru_maxrss over one decode to 64 px,
-4000 x 4000 and 7000 x 7000 images, pydicom 3, Pillow): grey DICOM 25-28 (8 or 16 bits: the modality
-LUT and window run in float64), colour DICOM 10, 16-bit PNG 30, 8-bit PNG/TIFF 5-10, JPEG under 1 (draft
-mode decodes at 1/8 scale). The estimates below round those up.
+4000 x 4000 and 7000 x 7000 images, pydicom 3, Pillow): colour DICOM 10, 8-bit PNG/TIFF 5-10, JPEG under 1
+(draft mode decodes at 1/8 scale). Since the grey DICOM pipeline and the scaling of deep images to 0-255
+run in blocks of rows (data/io.row_blocks; on the whole image in float64 they took 26-37), measured as the
+VmHWM growth of test_the_estimate_covers_what_decoding_really_takes at 2000 x 2000 and 7000 x 7000 (4000
+for 32-bit TIFF): grey DICOM 16-bit 4.1-5.2 at 7000 and 5.0-7.2 at 2000 (rescale, window, VOI LUT,
+MONOCHROME1, min-max: the stored data, the decoded frame and the uint8 image, plus about 10 MB of block
+working copies; an RLE file peaks in pydicom's RLE decoder itself, 4.1), 8-bit 3.4-4.6, 32-bit 9.4-10.6
+(the stored data and the frame take 2 bytes more per pixel for each byte over 2); 16-bit PNG 6.0-7.3;
+32-bit integer or float TIFF 12.2-12.9. The estimates below round those up.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from contextlib import contextmanager
 
 from ultrasonic.errors import ImageTooLargeError, ServiceBusyError
 
-GREY_DICOM = 32  # bytes per pixel while decoding
+GREY_DICOM = 12  # bytes per pixel while decoding 8- or 16-bit grey DICOM
+DEEP_GREY_DICOM = 2  # and per pixel for each byte a sample takes over 2 (32-bit: 16 in all)
 COLOUR_DICOM = 12
-DEEP_PIL = 32  # 16-bit, 32-bit and float modes: scaled to 0-255 through float arrays
+DEEP16_PIL = 12  # 16-bit modes, scaled to 0-255 in blocks
+DEEP_PIL = 16  # 32-bit integer and float modes
 JPEG = 2
 OTHER_PIL = 10
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -98,7 +107,10 @@ def _dicom_bytes(data: bytes) -> int:
     ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble, stop_before_pixels=True)
     pixels = int(ds.Rows) * int(ds.Columns)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    return pixels * (GREY_DICOM if samples == 1 else COLOUR_DICOM)
+    if samples != 1:
+        return pixels * COLOUR_DICOM
+    deep = max(0, int(ds.get("BitsAllocated", 16) or 16) // 8 - 2)
+    return pixels * (GREY_DICOM + DEEP_GREY_DICOM * deep)
 
 
 def _pil_bytes(data: bytes) -> int:
@@ -108,7 +120,8 @@ def _pil_bytes(data: bytes) -> int:
 
     with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
         width, height = img.size
-        per_pixel = (DEEP_PIL if img.mode in DEEP_MODES else JPEG if img.format in ("JPEG", "MPO") else OTHER_PIL)
+        per_pixel = (DEEP16_PIL if img.mode.startswith("I;16") else DEEP_PIL if img.mode in DEEP_MODES
+                     else JPEG if img.format in ("JPEG", "MPO") else OTHER_PIL)
     return width * height * per_pixel
 
 

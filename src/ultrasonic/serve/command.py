@@ -50,7 +50,7 @@ def add_parser(sub, command_factory, *extra_options) -> argparse.ArgumentParser:
                         "closed (default 10240: a 32 MB upload has 55 minutes; 0: no minimum)")
     p.add_argument("--decode-budget-mb", type=float,
                    help="estimated memory of all images decoding at once; over it a request waits --budget-wait "
-                        "seconds, then gets 503 with Retry-After (default 1600; 0: no budget)")
+                        "seconds, then gets 503 with Retry-After (default 1024; 0: no budget)")
     p.add_argument("--budget-wait", type=float, dest="budget_wait_s", metavar="S",
                    help="how long a request waits for room in the decoding budget (default 5)")
     p.add_argument("--max-batch", type=int,
