@@ -18,8 +18,10 @@ and the cells that pushed hardest toward the class stand out. A shift by a
 constant keeps the peak where it was: pointing games are unchanged by it.
 
 A map with nothing in it is returned all zero (is_empty): no cell pushed
-toward the class, or the push is spread so evenly that no region stands out;
-the overlay then says so instead of showing an empty colour wash.
+toward the class; the overlay then says so instead of showing an empty colour
+wash. (A rule that also emptied maps red over more than 90 % of the image was
+tried and dropped: it emptied most maps of a GroupNorm network that points at
+the lesion, pointing game 0.11 with it, 0.91 without.)
 
     maps = gradcam(model, images_uint8, threshold=0.55)    # (N, H, W) in [0, 1]
     is_empty(maps[0])                                      # True: no region stood out
@@ -47,7 +49,6 @@ from ultrasonic.models.build import TEMPERATURE
 
 BATCH = 32  # images per gradient call: bounds memory on big inputs
 NO_SIGNAL = 1e-6  # a map whose positive peak is below this share of its largest |value| has no signal
-DIFFUSE = 0.9  # a map at or above half its peak on more than this share of the image singles out no region
 
 
 def last_conv_layer(model: keras.Model) -> str:
@@ -77,7 +78,6 @@ def gradcam(model: keras.Model, images: np.ndarray, class_index: int | None = No
     cams = np.concatenate([_decision_cam(model, images[k:k + BATCH], layer, class_index, threshold)
                            for k in range(0, len(images), BATCH)])
     maps = np.stack([_upsample_unit(cam, images.shape[1:3]) for cam in cams])
-    maps[(maps >= 0.5).mean(axis=(1, 2)) > DIFFUSE] = 0.0  # red all over says nothing: empty
     return maps
 
 
