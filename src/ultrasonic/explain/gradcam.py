@@ -18,7 +18,8 @@ and the cells that pushed hardest toward the class stand out. A shift by a
 constant keeps the peak where it was: pointing games are unchanged by it.
 
 A map with nothing in it is returned all zero (is_empty): no cell pushed
-toward the class; the overlay then says so instead of showing an empty colour
+toward the class, or every cell pushed about the same (the weakest at 95 % of
+the peak or more); the overlay then says so instead of showing an empty colour
 wash. (A rule that also emptied maps red over more than 90 % of the image was
 tried and dropped: it emptied most maps of a GroupNorm network that points at
 the lesion, pointing game 0.11 with it, 0.91 without.)
@@ -49,6 +50,7 @@ from ultrasonic.models.build import TEMPERATURE
 
 BATCH = 32  # images per gradient call: bounds memory on big inputs
 NO_SIGNAL = 1e-6  # a map whose positive peak is below this share of its largest |value| has no signal
+UNIFORM = 0.95  # a map whose weakest cell is at least this share of its peak singles out no region
 
 
 def last_conv_layer(model: keras.Model) -> str:
@@ -78,6 +80,7 @@ def gradcam(model: keras.Model, images: np.ndarray, class_index: int | None = No
     cams = np.concatenate([_decision_cam(model, images[k:k + BATCH], layer, class_index, threshold)
                            for k in range(0, len(images), BATCH)])
     maps = np.stack([_upsample_unit(cam, images.shape[1:3]) for cam in cams])
+    maps[maps.min(axis=(1, 2)) >= UNIFORM] = 0.0  # the same push everywhere says nothing: empty
     return maps
 
 
