@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The slowest tests are listed at the end of each pass, so CI's log shows where its minutes go.
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: demo test install dev clean
 
