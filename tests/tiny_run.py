@@ -40,6 +40,23 @@ def make_run(path: Path, preset: str = "default", size: int = 32, channels: int 
     return path
 
 
+def gated_run(path: Path, preset: str = "default", model: str | None = None, channels: int = 1,
+              size: int = 32) -> Path:
+    """make_run, then the OOD gate fitted as `train` fits it: on 120 lesion images, threshold on 40 more
+    (lesion_images are what the gate takes as like the training images; constant, noise, gradients are not)."""
+    from ultrasonic.inference.engines import load_model
+    from ultrasonic.rundir import RunDir
+    from ultrasonic.training.calibrate import fit_ood_gate
+
+    run_dir = make_run(path, preset, size=size, channels=channels, model=model)
+    images, labels, _ = lesion_images(160, size=size, channels=channels, seed=0)
+    run = RunDir(run_dir)
+    block = fit_ood_gate(load_model(run.model), images, labels, np.arange(120), np.arange(120, 160), 2, run)
+    meta = json.loads(run.meta_path.read_text())
+    run.meta_path.write_text(json.dumps({**meta, "ood": block}))
+    return run_dir
+
+
 def write_class_folders(root: Path, n: int, seed: int = 0, classes: tuple[str, ...] = ("normal", "pneumonia"),
                         name: str = "img_{i:03d}.png", size: int = 48, transform=None, first_patient: int = 0) -> Path:
     """n synthetic lesion PNGs in root/<class>/ (labels 0..len(classes)-1 of lesion_images), named by the

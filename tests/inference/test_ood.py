@@ -16,7 +16,7 @@ import sqlite3
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
-from tiny_run import make_run
+from tiny_run import gated_run, make_run
 
 from ultrasonic.config import load_config
 from ultrasonic.data.synthetic import lesion_images
@@ -118,21 +118,6 @@ def out_of_distribution() -> np.ndarray:
     images = [np.zeros((SIZE, SIZE)), np.full((SIZE, SIZE), 128), np.full((SIZE, SIZE), 255),
               rng.integers(0, 256, (SIZE, SIZE)), ramp, ramp.T]
     return np.stack(images).astype(np.uint8)[..., None]
-
-
-def gated_run(path, preset="default", model=None, channels=1):
-    """make_run, then the gate fitted as `train` fits it: on 120 lesion images, threshold on 40 more."""
-    from ultrasonic.inference.engines import load_model
-    from ultrasonic.rundir import RunDir
-    from ultrasonic.training.calibrate import fit_ood_gate
-
-    run_dir = make_run(path, preset, size=SIZE, channels=channels, model=model)
-    images, labels, _ = lesion_images(160, size=SIZE, channels=channels, seed=0)
-    run = RunDir(run_dir)
-    block = fit_ood_gate(load_model(run.model), images, labels, np.arange(120), np.arange(120, 160), 2, run)
-    meta = json.loads(run.meta_path.read_text())
-    (run.meta_path).write_text(json.dumps({**meta, "ood": block}))
-    return run_dir
 
 
 @pytest.fixture(scope="module")

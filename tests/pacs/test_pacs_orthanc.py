@@ -16,13 +16,14 @@ import pytest
 from PIL import Image
 
 from ultrasonic.cli import main
+from ultrasonic.data.synthetic import lesion_images
 from ultrasonic.pacs import codes as C
 from ultrasonic.pacs.capture import capture_uids
 from ultrasonic.pacs.picture import write_dicomized
 from ultrasonic.pacs.report import report_uids
 from orthanc import free_port, running_orthanc
 from shared_data import SHARED_DATA
-from tiny_run import make_run, real_chest_xrays, write_images
+from tiny_run import gated_run, make_run, real_chest_xrays, write_images
 
 pytest.importorskip("dicomweb_client", reason="the `pacs` extra is not installed")
 pytestmark = [pytest.mark.e2e, pytest.mark.once]
@@ -190,3 +191,32 @@ def test_a_search_answered_500_is_one_error_line_nothing_stored_and_the_token_wa
     assert [m for m, _, _ in _Failing.seen] == ["GET"]  # no retry storm, no STOW
     assert _Failing.seen[0][2] == "Bearer t0ken"
     assert not fhir.exists()
+
+
+def test_an_image_the_gate_refuses_gets_a_result_without_a_finding(tmp_path, capsys):
+    """With the run's OOD gate: a lesion image (like the training images) gets its coded finding; a
+    gradient (not like them) gets an SR that says so and carries no finding."""
+    run = gated_run(tmp_path / "gated", size=32)
+    inside, _, _ = lesion_images(1, size=32, seed=11)
+    ramp = np.tile(np.linspace(0, 255, 64, dtype=np.float64)[None, :], (64, 1)).astype(np.uint8)
+    Image.fromarray(inside[0, ..., 0]).save(tmp_path / "inside.png")
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    like, unlike = study_of([tmp_path / "inside.png", tmp_path / "ramp.png"], tmp_path / "dicom",
+                            "1.2.826.0.1.3680043.10.1.4")
+    meta = json.loads((run / "meta.json").read_text())
+    with running_orthanc(tmp_path / "orthanc") as orthanc:
+        for path in (like, unlike):
+            orthanc.upload(path)
+        capsys.readouterr()
+        assert pacs(run, orthanc.dicomweb) == 0
+        assert "(1 refused as not like the training images)" in capsys.readouterr().out
+        findings = {}
+        for path in (like, unlike):
+            sr_file = tmp_path / f"{path.stem}.sr.dcm"
+            sr_file.write_bytes(orthanc.instance_file(report_uids(pydicom.dcmread(path), meta["model_id"])["sop"]))
+            sr = hd.sr.srread(sr_file)
+            findings[path] = hd.sr.utils.find_content_items(sr, name=C.FINDING, recursive=True)
+            comments = hd.sr.utils.find_content_items(sr, name=C.COMMENT, recursive=True)
+            if path == unlike:
+                assert any("not like the training images" in c.TextValue for c in comments)
+        assert findings[like] and not findings[unlike]
