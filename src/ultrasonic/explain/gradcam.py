@@ -18,7 +18,7 @@ and the cells that pushed hardest toward the class stand out. A shift by a
 constant keeps the peak where it was: pointing games are unchanged by it.
 
 A map with nothing in it is returned all zero (is_empty): no cell pushed
-toward the class, or every cell pushed about the same (the weakest at 95 % of
+toward the class, or every cell pushed about the same (the weakest at 99 % of
 the peak or more); the overlay then says so instead of showing an empty colour
 wash. (A rule that also emptied maps red over more than 90 % of the image was
 tried and dropped: it emptied most maps of a GroupNorm network that points at
@@ -50,7 +50,7 @@ from ultrasonic.models.build import TEMPERATURE
 
 BATCH = 32  # images per gradient call: bounds memory on big inputs
 NO_SIGNAL = 1e-6  # a map whose positive peak is below this share of its largest |value| has no signal
-UNIFORM = 0.95  # a map whose weakest cell is at least this share of its peak singles out no region
+UNIFORM = 0.99  # a map whose weakest cell is at least this share of its peak singles out no region
 
 
 def last_conv_layer(model: keras.Model) -> str:
