@@ -262,9 +262,8 @@ def _gray_to_uint8(frame: np.ndarray, ds, label: str) -> np.ndarray:
     """Modality LUT -> VOI LUT / window (else min-max) -> 0..1 -> MONOCHROME1 inverted -> 0..255.
 
     Every step maps each pixel on its own, so it runs on blocks of rows (io.row_blocks) written into one
-    uint8 image: the same bytes as the whole frame at once, while the float64 working copies (pydicom's and
-    these) are those of one block. On the whole frame they took 26-36 bytes per pixel, 1.2-1.7 GB for
-    7000 x 7000. Without a window, the pixels' own range is found first, in a pass over the blocks.
+    uint8 image: the same bytes as the whole frame at once, with float64 copies of one block only (on the
+    whole 7000 x 7000 frame: 26-36 B/px, 1.2-1.7 GB). Without a window, the range is found in a first pass.
     """
     from pydicom.pixels import apply_modality_lut
 
