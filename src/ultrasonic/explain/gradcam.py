@@ -45,7 +45,7 @@ from ultrasonic.atomic import write_bytes
 from ultrasonic.data.files import expand_paths
 from ultrasonic.errors import RunError, UltrasonicError
 from ultrasonic.explain.gradients import conv_output_grad_and_score
-from ultrasonic.explain.overlay import is_empty, overlay_png
+from ultrasonic.explain.overlay import is_empty, overlay_png, row_caption
 from ultrasonic.models.build import TEMPERATURE
 
 BATCH = 32  # images per gradient call: bounds memory on big inputs
@@ -230,11 +230,11 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
         decoded = list(pool.map(predictor.try_read, chunk))  # a bad file is its row's error (data/contain.py)
     rows = predictor.rows_of(chunk, decoded)
     good = [i for i, d in enumerate(decoded) if d.error is None]
-    threshold = predictor.threshold if len(predictor.classes) == 2 else None
+    threshold = unit_threshold(predictor)
     for class_name in {rows[i]["class"] for i in good} - {None}:  # None: not like the training images, no class
         picked = [i for i in good if rows[i]["class"] == class_name]
         maps = gradcam(predictor.model, np.stack([decoded[i].image for i in picked]),
-                       predictor.classes.index(class_name), layer, unit_threshold(predictor, threshold))
+                       predictor.classes.index(class_name), layer, threshold)
         for i, heat in zip(picked, maps):
             caption = f"{class_name} {rows[i]['probabilities'][class_name]:.2f}"
             write_bytes(targets[i], overlay_png(decoded[i].image, heat, caption, class_name=class_name))
@@ -242,11 +242,22 @@ def _explain_chunk(predictor, chunk: list[str], targets: list[Path], layer: str 
     return rows
 
 
-def unit_threshold(predictor, threshold: float | None) -> float | None:
-    """The run's threshold as gradcam takes it: on the probability of the model's unit (class 1)."""
-    if threshold is None or predictor.classes.index(predictor.positive_class) == 1:
-        return threshold
-    return 1.0 - threshold
+def predicted_overlay(predictor, image: np.ndarray, row: dict, decided: str) -> tuple[bytes, bool]:
+    """The overlay PNG of one predicted image and whether its map is empty, made as `explain` makes it: the map
+    of `decided` (the class the model leant to, before the OOD gate) against the run's threshold, captioned
+    with row_caption. The service and `ultrasonic pacs` share it, so their heat maps are explain's."""
+    heat = gradcam(predictor.model, image[None], predictor.classes.index(decided), threshold=unit_threshold(predictor))
+    return overlay_png(image, heat[0], row_caption(row), class_name=decided), is_empty(heat[0])
+
+
+def unit_threshold(predictor) -> float | None:
+    """The run's threshold as gradcam takes it: on the probability of the model's unit (class 1); None
+    for more than two classes (an arg-max decision)."""
+    if len(predictor.classes) != 2:
+        return None
+    if predictor.classes.index(predictor.positive_class) == 1:
+        return predictor.threshold
+    return 1.0 - predictor.threshold
 
 
 def _cam_names(files: list[Path]) -> list[str]:

@@ -20,6 +20,14 @@ ALPHA = 0.4  # opacity of the heat map over the image
 MIN_OVERLAY_SIDE = 256  # overlays are scaled up to this, so the caption is legible
 
 
+def row_caption(row: dict) -> str:
+    """An overlay's caption for a prediction row: "<class> <p>", or the OOD gate's message when it refused
+    the image (the row has no class)."""
+    from ultrasonic.inference.ood import MESSAGE
+
+    return MESSAGE if row["class"] is None else f"{row['class']} {row['probabilities'][row['class']]:.2f}"
+
+
 def is_empty(heatmap: np.ndarray) -> bool:
     """True when the map has no signal (all zero): gradcam's "no region stood out"."""
     return not bool(np.any(np.asarray(heatmap) > 0))

@@ -203,16 +203,13 @@ def fetch(client, instance: Instance):
 
 
 def heat_map_capture(predictor, source, image: np.ndarray, row: dict, decided: str):
-    """The Grad-CAM Secondary Capture of the class `decided`, captioned as the service does (the gate's
-    message when it refused the image)."""
-    from ultrasonic.explain.gradcam import gradcam
-    from ultrasonic.explain.overlay import overlay_png
-    from ultrasonic.inference.ood import MESSAGE
+    """The Grad-CAM Secondary Capture of the class `decided`, made as the service and `explain` make it
+    (against the run's threshold; the gate's message when it refused the image)."""
+    from ultrasonic.explain.gradcam import predicted_overlay
     from ultrasonic.pacs.capture import overlay_capture
 
-    heat = gradcam(predictor.model, image[None], class_index=predictor.classes.index(decided))[0]
-    caption = MESSAGE if row["class"] is None else f"{row['class']} {row['probabilities'][row['class']]:.2f}"
-    return _built("the heat map", lambda: overlay_capture(source, overlay_png(image, heat, caption), predictor.meta))
+    png, _ = predicted_overlay(predictor, image, row, decided)
+    return _built("the heat map", lambda: overlay_capture(source, png, predictor.meta))
 
 
 def _report(source, row, meta, finding_codes):

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ultrasonic.errors import UploadTooLargeError
-from ultrasonic.inference.ood import MESSAGE
+from ultrasonic.explain.overlay import row_caption
 from ultrasonic.inference.predictor import Predictor
 from ultrasonic.serve.audit import AuditLog
 from ultrasonic.serve.batcher import MAX_BATCH, MAX_WAIT_MS, Batcher
@@ -53,9 +53,9 @@ class PredictionService:
         gradient once, so no request is the slow one."""
         blank = np.zeros((self.max_batch, *self.predictor.image_size, self.predictor.channels), dtype=np.uint8)
         for size in sorted({min(self.max_batch, 1 << k) for k in range(self.max_batch.bit_length() + 1)}):
-            probs, _ = self._model_call(blank[:size])
+            probs, scores = self._model_call(blank[:size])
         if self.explains:
-            self._overlay(blank[0], probs[:1], "warm-up")
+            self._overlay(blank[0], probs[:1], self.predictor.rows(["warm-up"], probs[:1], None if scores is None else scores[:1])[0])
 
     def close(self) -> None:
         """Stop the batcher's worker (the requests it holds are answered first)."""
@@ -90,8 +90,7 @@ class PredictionService:
         if decoded.notes:
             row["note"] = decoded.note
         # an image the OOD gate refused has no class: its heat map (of the class the model leant to) says so
-        caption = MESSAGE if row["class"] is None else f"{row['class']} {row['probabilities'][row['class']]:.2f}"
-        png, empty = self._overlay(image, probs, caption) if heatmap and self.explains else (None, None)
+        png, empty = self._overlay(image, probs, row) if heatmap and self.explains else (None, None)
         sha256 = hashlib.sha256(data).hexdigest()
         row_id = self.audit.record(model_id=self.predictor.model_id, sha256=sha256, file=name, label=row["class"],
                                    probabilities=row["probabilities"], threshold=row["threshold"], client=client,
@@ -101,7 +100,7 @@ class PredictionService:
         if png is not None:
             self.cams.put(row_id, png)
         log.info("prediction %d: %s -> %s for %s", row_id, self._logged_name(name, sha256),
-                 row.get("message") or caption, client)
+                 row.get("message") or row_caption(row), client)
         return {"id": row_id, **row, "model_id": self.predictor.model_id, "sha256": sha256,
                 "cam_url": f"/cam/{row_id}.png" if png is not None else None,
                 "preview_url": f"/preview/{row_id}.png", "heatmap_empty": empty}, png
@@ -125,15 +124,10 @@ class PredictionService:
         with self._model_lock:
             return self.predictor.predict_scored(images, batch_size=self.max_batch)
 
-    def _overlay(self, image: np.ndarray, probs: np.ndarray, caption: str) -> tuple[bytes, bool]:
+    def _overlay(self, image: np.ndarray, probs: np.ndarray, row: dict) -> tuple[bytes, bool]:
         """The Grad-CAM overlay of the class the model decides (before the gate), and whether its map is
         empty (no region stood out): one gradient call per image, outside the batch, under the model lock."""
-        from ultrasonic.explain.gradcam import gradcam, overlay_png, unit_threshold  # imports Keras: Keras engine only
-        from ultrasonic.explain.overlay import is_empty
+        from ultrasonic.explain.gradcam import predicted_overlay  # imports Keras: only the Keras engine gets here
 
-        decided = self.predictor.decide(probs)[0]
-        threshold = self.predictor.threshold if len(self.predictor.classes) == 2 else None
-        with self._model_lock:  # the map measured against the run's own threshold, as `ultrasonic explain` does
-            heat = gradcam(self.predictor.model, image[None], class_index=self.predictor.classes.index(decided),
-                           threshold=unit_threshold(self.predictor, threshold))[0]
-        return overlay_png(image, heat, caption, class_name=decided), is_empty(heat)  # as `explain` captions
+        with self._model_lock:
+            return predicted_overlay(self.predictor, image, row, self.predictor.decide(probs)[0])
