@@ -42,3 +42,33 @@ def test_time_to_quality_never_reached_and_different_splits(tmp_path):
     other = fake_run(tmp_path / "other", [0.995], [30], best_epoch=1, seconds=30, splits="file,split\na.png,val\n")
     with pytest.raises(SystemExit, match="different splits"):
         time_to_quality.summarise(seed, other)
+
+
+def test_shift_stress_alters_each_image_as_its_row_says_and_scores_every_row(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import shift_stress
+    from tiny_run import make_run, write_class_folders
+
+    ramp = Image.fromarray(np.tile(np.linspace(20, 235, 64), (64, 1)).astype("uint8"))
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64)).astype("uint8"))
+    alter = shift_stress.shifts()
+    fine = lambda image: float(np.abs(np.diff(np.asarray(image, dtype=float), axis=1)).mean())
+    assert fine(alter["28 px"](noise)) < 0.5 * fine(noise) and fine(alter["soft"](noise)) < fine(noise)
+    step = Image.fromarray(np.where(np.arange(64) < 32, 80, 160).astype("uint8")[None].repeat(64, 0))
+    assert np.asarray(alter["sharp"](step)).max() > 160 and np.asarray(alter["sharp"](step)).min() < 80  # overshoot
+    assert np.asarray(alter["dark"](ramp)).mean() < np.asarray(ramp).mean() < np.asarray(alter["light"](ramp)).mean()
+    assert np.asarray(alter["flat"](noise)).std() < np.asarray(noise).std()
+    framed = np.asarray(alter["framed"](noise))
+    assert not framed[:5].any() and not framed[:, -5:].any() and framed[10:-10, 10:-10].any()
+    assert all(alter[name](noise).size == (64, 64) and alter[name](noise).mode == "L" for name in alter)
+
+    data = write_class_folders(tmp_path / "data", 12, size=40)
+    run = make_run(tmp_path / "run", size=32)
+    files = sorted(p.relative_to(data) for p in data.rglob("*.png"))
+    (run / "splits.csv").write_text("file,class,split,patient\n" + "".join(
+        f"{f.as_posix()},{f.parts[0]},val,p{i // 2}\n" for i, f in enumerate(files)))
+    rows = shift_stress.stress(run, data, n_boot=20)
+    assert [r["shift"] for r in rows] == list(alter) and all(r["n"] == 12 for r in rows)
+    assert all(0 <= r["specificity"] <= 1 and len(r["auc_ci"]) == 2 for r in rows)

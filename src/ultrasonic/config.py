@@ -144,6 +144,15 @@ class Config:
     zoom: float = setting(0.1, "[0, 1)", "random zoom factor in [1-zoom, 1+zoom]")
     horizontal_flip: bool = setting(False, help="random left-right flips")
     fill_mode: str = setting("nearest", ("nearest", "constant", "reflect", "wrap"), "pixels outside the image")
+    # intensity augmentation, per image (models/augment.py RandomIntensity; the seed had none)
+    brightness: float = setting(0.0, "[0, 1)", "random brightness shift, fraction of 255 +/-")
+    contrast: float = setting(0.0, "[0, 1)", "random contrast factor in [1-contrast, 1+contrast]")
+    gamma: float = setting(0.0, "[0, 1)", "random gamma in [1/(1+gamma), 1+gamma]")
+    blur: float = setting(0.0, "[0, 10]", "random blur (Gaussian sigma in pixels) or sharpening, half the "
+                          "images; 0: none", unit=" pixels")
+    noise: float = setting(0.0, "[0, 1)", "random Gaussian noise, largest standard deviation as a fraction of 255")
+    border: float = setting(0.0, "[0, 0.25)", "fraction of each side the network never sees (set to zero "
+                            "after the preprocessing): markers and text at the edges cannot be a cue")
     # optimisation
     optimizer: str = setting("adamw", ("adam", "adamw"))
     learning_rate: float = setting(2e-3, "(0, inf)", "peak learning rate", flag=True)

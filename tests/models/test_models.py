@@ -66,8 +66,8 @@ def test_delivered_network_has_no_augmentation_and_the_training_model_shares_its
     cfg = load_config(overrides={"image_size": 32, "width": 8})
     network = build_model(cfg, 2)
     model = training_model(network, cfg)
-    assert "augment" not in [l.name for l in network.layers]
-    assert [l.name for l in model.layers][:3] == ["image", "augment", "preprocess"]
+    assert not {"augment", "intensity"} & {l.name for l in network.layers}
+    assert [l.name for l in model.layers][:4] == ["image", "augment", "intensity", "preprocess"]
     assert network.input.dtype == model.input.dtype == "uint8"
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype("uint8")
     assert np.array_equal(np.asarray(model(x, training=False)), np.asarray(network(x, training=False)))

@@ -83,3 +83,78 @@ class RandomAffine(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rotation": self.rotation, "shift": self.shift, "zoom": self.zoom,
                 "horizontal_flip": self.horizontal_flip, "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ultrasonic")
+class RandomIntensity(keras.layers.Layer):
+    """Random exposure, contrast, gamma, sharpness and noise of each image, on raw pixels (0-255 floats).
+
+    What it attacks: a model that tells classes apart by how an image was taken
+    (how bright, how contrasty, how sharp: one site's scanner and JPEG settings)
+    rather than by what it shows. Each image draws its own values:
+
+    - brightness b: x + 255 b, b in [-brightness, brightness];
+    - contrast c: the image's mean + c (x - mean), c in [1 - contrast, 1 + contrast];
+    - gamma g: 255 (x / 255) ** g, log g in [-log(1 + gamma), log(1 + gamma)];
+    - blur: with probability 1/2, x + a (blurred(x) - x), a in [-0.5, 1]: from a sharpening unsharp mask
+      (a < 0) to a Gaussian blur of sigma `blur` pixels (a = 1), a softer or crisper image than the site's;
+    - noise: Gaussian noise of standard deviation s 255, s in [0, noise].
+
+    The result is clipped to 0-255. Only in training; at inference the layer is
+    not there at all (models/build.py puts it only in the training model).
+
+        x = RandomIntensity(brightness=0.1, contrast=0.2, gamma=0.3, blur=1.5, noise=0.02)(x)
+    """
+
+    def __init__(self, brightness=0.0, contrast=0.0, gamma=0.0, blur=0.0, noise=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.brightness, self.contrast, self.gamma = float(brightness), float(contrast), float(gamma)
+        self.blur, self.noise, self.seed = float(blur), float(noise), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.brightness or self.contrast or self.gamma or self.blur or self.noise)
+
+    def call(self, images, training=False):
+        x = ops.cast(images, self.compute_dtype)
+        if not training or self.is_identity:
+            return x
+        per_image = (ops.shape(x)[0], 1, 1, 1)
+        draw = lambda low, high: keras.random.uniform(per_image, low, high, dtype=self.compute_dtype,
+                                                      seed=self.seed_generator)
+        if self.blur:
+            amount = ops.where(draw(0.0, 1.0) < 0.5, draw(-0.5, 1.0), 0.0)
+            x = x + amount * (self._gaussian(x) - x)
+        if self.gamma:
+            spread = math.log1p(self.gamma)
+            x = 255.0 * ops.power(ops.clip(x, 0.0, 255.0) / 255.0 + 1e-6, ops.exp(draw(-spread, spread)))
+        if self.contrast:
+            mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+            x = mean + draw(1.0 - self.contrast, 1.0 + self.contrast) * (x - mean)
+        if self.brightness:
+            x = x + 255.0 * draw(-self.brightness, self.brightness)
+        if self.noise:
+            x = x + 255.0 * draw(0.0, self.noise) * keras.random.normal(ops.shape(x), dtype=self.compute_dtype,
+                                                                       seed=self.seed_generator)
+        return ops.clip(x, 0.0, 255.0)
+
+    def _gaussian(self, x):
+        """x blurred by a Gaussian of sigma `blur` pixels: two 1-D depthwise convolutions, edges reflected."""
+        radius = max(1, int(math.ceil(3 * self.blur)))
+        taps = [math.exp(-0.5 * (i / self.blur) ** 2) for i in range(-radius, radius + 1)]
+        taps = ops.convert_to_tensor([t / sum(taps) for t in taps], dtype=self.compute_dtype)
+        channels = x.shape[-1]
+        rows = ops.tile(ops.reshape(taps, (-1, 1, 1, 1)), (1, 1, channels, 1))
+        cols = ops.tile(ops.reshape(taps, (1, -1, 1, 1)), (1, 1, channels, 1))
+        pad = [[0, 0], [radius, radius], [radius, radius], [0, 0]]
+        x = ops.pad(x, pad, mode="reflect")
+        x = ops.depthwise_conv(x, rows, padding="valid")
+        return ops.depthwise_conv(x, cols, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast,
+                "gamma": self.gamma, "blur": self.blur, "noise": self.noise, "seed": self.seed}

@@ -22,7 +22,7 @@ from keras import layers
 from ultrasonic.config import Config
 from ultrasonic.errors import UltrasonicError
 from ultrasonic.models.applications import application_backbone
-from ultrasonic.models.augment import RandomAffine
+from ultrasonic.models.augment import RandomAffine, RandomIntensity
 from ultrasonic.models.compact import compact_backbone
 from ultrasonic.models.names import APPLICATIONS
 from ultrasonic.models.names import preprocessing_of as _resolve
@@ -41,6 +41,9 @@ def build_model(cfg: Config, n_classes: int) -> keras.Model:
     if cfg.model in APPLICATIONS and cfg.channels == 1:  # ImageNet networks and their preprocessing want RGB
         x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = preprocessing(preprocessing_of(cfg), channels=x.shape[-1])(x)
+    if cfg.border:  # the edges set to zero: the network sees the same size, nothing of the outer frame
+        edge = max(1, round(cfg.border * cfg.image_size))
+        x = layers.ZeroPadding2D(edge, name="border_pad")(layers.Cropping2D(edge, name="border_crop")(x))
     if cfg.model == "seed":
         x = seed_head(seed_backbone(x, l2=cfg.l2, dropout=cfg.dropout), dropout=cfg.dropout)
     elif cfg.model in APPLICATIONS:
@@ -52,7 +55,7 @@ def build_model(cfg: Config, n_classes: int) -> keras.Model:
 
 
 def training_model(network: keras.Model, cfg: Config) -> keras.Model:
-    """`network` with RandomAffine in front of its preprocessing: the model `train` fits.
+    """`network` with RandomAffine and RandomIntensity in front of its preprocessing: the model `train` fits.
 
     The augmentation works on the raw pixels as floats, then the preprocessing
     runs (ImageDataGenerator's order, and the numbers of the earlier single
@@ -61,10 +64,12 @@ def training_model(network: keras.Model, cfg: Config) -> keras.Model:
     """
     augment = RandomAffine(cfg.rotation, cfg.shift, cfg.zoom, cfg.horizontal_flip, cfg.fill_mode,
                            seed=cfg.seed, name="augment")
+    intensity = RandomIntensity(cfg.brightness, cfg.contrast, cfg.gamma, cfg.blur, cfg.noise,
+                                seed=None if cfg.seed is None else cfg.seed + 1, name="intensity")
 
     def call(layer, *args, **kwargs):
         if layer.name == PREPROCESS:
-            return layer(augment(*args), **kwargs)
+            return layer(intensity(augment(*args)), **kwargs)
         return layer(*args, **kwargs)
 
     model = keras.models.clone_model(network, clone_function=lambda layer: layer, call_function=call)

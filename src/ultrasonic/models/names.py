@@ -15,7 +15,7 @@ APPLICATIONS = {
 }
 MODELS = ("seed", "compact", *APPLICATIONS)
 # "auto" resolves to what the network expects (preprocessing_of); models/preprocess.py builds the others
-PREPROCESSINGS = ("auto", "unit", "vgg16", "signed", "imagenet", "raw")
+PREPROCESSINGS = ("auto", "unit", "standard", "vgg16", "signed", "imagenet", "raw")
 NORMS = ("batch", "group")  # the compact network's normalisation
 
 

@@ -26,8 +26,17 @@ def preprocessing(name: str, channels: int = 3) -> keras.layers.Layer:
 
     'unit' x / 255 (the compact network); 'vgg16' the seed's (also ResNet50's "caffe");
     'signed' [-1, 1] (MobileNetV2's "tf"); 'imagenet' (DenseNet's "torch", 3 channels);
-    'raw' 0-255 as floats (EfficientNet rescales itself).
+    'raw' 0-255 as floats (EfficientNet rescales itself); 'standard' each image to mean 0 and
+    standard deviation 1 over its own pixels (an exposure or contrast of the site's is no cue).
     """
+    if name == "standard":
+        # per-image standardisation in built-in layers: to floats (LayerNormalization alone computes a
+        # uint8 image's statistics in uint8), then LayerNormalization over height, width and channels
+        # with nothing learned; a flat image maps to zeros
+        return keras.Sequential([keras.layers.Rescaling(1.0 / 255, name="unit"),
+                                 keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False,
+                                                                 epsilon=1e-4, name="standardize")],
+                                name="preprocess")
     if name == "vgg16":
         return vgg_preprocess(channels)
     if name == "signed":
