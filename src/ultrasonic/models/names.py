@@ -39,4 +39,5 @@ def preprocessing_of(model: str, preprocessing: str) -> str:
         return preprocessing
     if model in APPLICATIONS:
         return application_preprocessing(model)
-    return "vgg16" if model == "seed" else "unit"
+    # compact: each image standardised on its own (issue #12: an exposure or contrast is no cue)
+    return "vgg16" if model == "seed" else "standard"
