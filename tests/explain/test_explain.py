@@ -183,9 +183,18 @@ def test_a_map_with_nothing_in_it_is_empty_and_the_overlay_says_so():
     assert Image.open(io.BytesIO(coloured)).size == Image.open(io.BytesIO(png)).size
 
 
-def test_threshold_must_be_a_probability():
-    with pytest.raises(UltrasonicError, match="threshold 1.0"):
-        gradcam(two_spot_model(), spot_images(2)[0], threshold=1.0)
+def test_threshold_must_be_a_probability_and_may_be_saturated():
+    for bad in (1.5, -0.1):
+        with pytest.raises(UltrasonicError, match=f"threshold {bad}"):
+            gradcam(two_spot_model(), spot_images(2)[0], threshold=bad)
+    # a run whose probabilities saturate can store 0 or 1 ("p >= 1.0"): the margin is measured from the
+    # float32 limit, so the maps are those of a threshold just inside it
+    from ultrasonic.explain.gradcam import SATURATED
+
+    images = spot_images(2)[0]
+    for edge, inside in ((1.0, 1 - SATURATED), (0.0, SATURATED)):
+        assert np.allclose(gradcam(two_spot_model(), images, threshold=edge),
+                           gradcam(two_spot_model(), images, threshold=inside), atol=1e-4)
 
 
 def keras_nodes(model: keras.Model) -> int:
@@ -295,7 +304,7 @@ def auc(model, images, labels) -> float:
 TRAINING_SEEDS = (1, 2, 3)  # the pointing game varies between trainings: judge the median of three
 # Measured (docs/explain.md): GroupNorm, which normalises each image on its own, localises reliably
 # (median >= 0.8); the BatchNorm default, chosen for accuracy (docs/results.md), less so: 0.49-0.94,
-# median 0.71 over these seeds. Each keeps a bar far above chance (a random peak lands in the
+# median 0.71 over these seeds, and since its intensity augmentation (issue #12) 0.31 (the xfail below). Each keeps a bar far above chance (a random peak lands in the
 # dilated lesion for about 4 % of images), and the strict one is for `--set norm=group`.
 POINTING_BY_NORM = {"group": POINTING, "batch": 0.5}
 
@@ -321,9 +330,18 @@ def compact_runs(compact_run, tmp_path_factory):
 
 # The pointing games train four compact networks and the seed one: slow, so the Makefile runs them under
 # TensorFlow only (the JAX pass is `-m "e2e and not slow"`); the JAX figures are in docs/explain.md.
+class PointingGameMissed(AssertionError):
+    """A network's heat maps miss the lesion (the xfail tests below)."""
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", ["batch", "group"])
+@pytest.mark.parametrize("norm", [
+    pytest.param("batch", marks=pytest.mark.xfail(raises=PointingGameMissed, strict=True, reason=(
+        "measured (issue #12): with the default's intensity augmentation the BatchNorm network still learns the "
+        "task (AUC > 0.95) but its Grad-CAM peak lands in the lesion less often: 0.31 / 0.11 / 0.63 over these "
+        "seeds (median 0.31), against 0.60 / 0.71 / 0.91 without it; GroupNorm keeps 0.94; docs/explain.md"))),
+    "group"])
 def test_compact_network_points_at_the_lesion(norm, compact_runs, tmp_path_factory, capsys):
     from ultrasonic.inference.engines import load_model
 
@@ -337,11 +355,9 @@ def test_compact_network_points_at_the_lesion(norm, compact_runs, tmp_path_facto
             print(f"\n[{keras.backend.backend()}] compact ({norm}Norm) pointing game: {scores[-1]:.2f} at "
                   f"{default_target_layer(model)}, "
                   f"{pointing_game(model, images, labels, masks, last_conv_layer(model)):.2f} at the last conv layer")
-    assert float(np.median(scores)) >= POINTING_BY_NORM[norm], scores
-
-
-class PointingGameMissed(AssertionError):
-    """The seed network's heat maps miss the lesion (see the test below)."""
+    if float(np.median(scores)) < POINTING_BY_NORM[norm]:
+        raise PointingGameMissed(f"compact ({norm}Norm) pointing game {scores} has a median under "
+                                 f"{POINTING_BY_NORM[norm]}")
 
 
 @pytest.mark.e2e

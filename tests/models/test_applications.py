@@ -76,6 +76,6 @@ def test_saved_backbone_model_loads_in_safe_mode_and_explains(tmp_path):
 
 
 @pytest.mark.parametrize("name, expected", [("resnet50", "vgg16"), ("densenet121", "imagenet"),
-                                            ("efficientnetb0", "raw"), ("compact", "standard"), ("seed", "vgg16")])
+                                            ("efficientnetb0", "raw"), ("compact", "unit"), ("seed", "vgg16")])
 def test_auto_preprocessing_follows_the_network(name, expected):
     assert preprocessing_of(load_config(overrides={"model": name})) == expected

@@ -97,12 +97,18 @@ def _decision_cam(model: keras.Model, images: np.ndarray, layer: str, class_inde
     return _cam(fmap, grads, offset=(margin - raw.sum(axis=(1, 2))) / cells)
 
 
+SATURATED = 6e-8  # float32's sigmoid is exactly 1.0 above a logit of about 16.6: 1 - 6e-8 is as close as it gets
+
+
 def _logit_at(model: keras.Model, threshold: float) -> float:
     """The logit (before the temperature layer, as the gradient is taken) where p = threshold."""
     try:
         temperature = 1.0 / float(model.get_layer(TEMPERATURE).scale)
     except ValueError:  # an older network without the layer: its logits are the Dense's, T = 1
         temperature = 1.0
+    # a run's threshold can be 0 or 1 (a model whose float32 probabilities saturate, e.g. "p >= 1.0"): the
+    # margin is then measured from the logit where float32 saturates, about +/-16.6
+    threshold = min(max(threshold, SATURATED), 1.0 - SATURATED)
     return temperature * float(np.log(threshold / (1.0 - threshold)))
 
 
@@ -187,8 +193,8 @@ def _check_class_index(model: keras.Model, class_index: int | None) -> None:
 
 
 def _check_threshold(threshold: float | None) -> None:
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise UltrasonicError(f"threshold {threshold!r} is not a probability strictly between 0 and 1; "
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UltrasonicError(f"threshold {threshold!r} is not a probability between 0 and 1; "
                               "give the run's decision threshold (meta.json \"threshold\")")
 
 

@@ -39,5 +39,4 @@ def preprocessing_of(model: str, preprocessing: str) -> str:
         return preprocessing
     if model in APPLICATIONS:
         return application_preprocessing(model)
-    # compact: each image standardised on its own (issue #12: an exposure or contrast is no cue)
-    return "vgg16" if model == "seed" else "standard"
+    return "vgg16" if model == "seed" else "unit"

@@ -24,10 +24,10 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 def preprocessing(name: str, channels: int = 3) -> keras.layers.Layer:
     """uint8 (or float pixels 0-255) -> float inside the graph; `channels` of the image it gets.
 
-    'unit' x / 255 (the compact network's until issue #12); 'vgg16' the seed's (also ResNet50's "caffe");
+    'unit' x / 255 (the compact network); 'vgg16' the seed's (also ResNet50's "caffe");
     'signed' [-1, 1] (MobileNetV2's "tf"); 'imagenet' (DenseNet's "torch", 3 channels);
-    'raw' 0-255 as floats (EfficientNet rescales itself); 'standard' (the compact network's) each image
-    to mean 0 and standard deviation 1 over its own pixels (an exposure or contrast of the site's is no cue).
+    'raw' 0-255 as floats (EfficientNet rescales itself); 'standard' each image to mean 0 and standard
+    deviation 1 over its own pixels (an exposure or contrast of the site's is no cue).
     """
     if name == "standard":
         # per-image standardisation in built-in layers: to floats (LayerNormalization alone computes a
