@@ -111,6 +111,8 @@ def _write_data(tmp):
     # norm group: BatchNorm's batch statistics are per device (docs/scaling.md), so its weights would differ
     (tmp / "s.yaml").write_text("width: 16\nmin_split_images: 10\nverbose: 0\nrotation: 0\nshift: 0\nzoom: 0\n"
                                 "norm: group\nhorizontal_flip: false\n"
+                                # each replica draws its own intensity augmentation under MirroredStrategy
+                                "brightness: 0\ncontrast: 0\ngamma: 0\nblur: 0\nnoise: 0\n"
                                 "dropout: 0\nepochs: 1\nbatch_size: 16\nimage_size: 32\ntensorboard: false\n")
 
 

@@ -148,5 +148,5 @@ def _write_predictions(run: RunDir, ds: Dataset, scored: list[tuple[int, np.ndar
     for k, idx, probs in scored:
         for i, p in zip(idx, probs):
             writer.writerow([ds.catalog.refs[i], ds.classes[ds.labels[i]], ds.patients[i] or "", k,
-                             *(f"{v:.6f}" for v in p)])
+                             *(repr(float(v)) for v in p)])  # exact: a fold's threshold can sit at 1 - 6e-8
     write_text(run.cv_predictions, out.getvalue())
