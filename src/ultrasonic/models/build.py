@@ -65,7 +65,7 @@ def training_model(network: keras.Model, cfg: Config) -> keras.Model:
     augment = RandomAffine(cfg.rotation, cfg.shift, cfg.zoom, cfg.horizontal_flip, cfg.fill_mode,
                            seed=cfg.seed, name="augment")
     intensity = RandomIntensity(cfg.brightness, cfg.contrast, cfg.gamma, cfg.blur, cfg.noise,
-                                seed=None if cfg.seed is None else cfg.seed + 1, name="intensity")
+                                seed=cfg.seed + 1, name="intensity")  # its own stream, not the warp's
 
     def call(layer, *args, **kwargs):
         if layer.name == PREPROCESS:
