@@ -28,6 +28,7 @@ keras = require_keras("training")  # first: without a backend one error naming t
 import numpy as np
 
 from ultrasonic import __version__
+from ultrasonic.training.allocator import keep_freed_memory
 from ultrasonic.config import Config, load_config, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
@@ -101,6 +102,7 @@ def train_split(cfg: Config, run: RunDir, split_of: dict[str, str], resume: bool
 
 def _train(cfg: Config, run: RunDir, resume: bool, split_of: dict[str, str] | None = None) -> TrainResult:
     start = time.perf_counter()
+    keep_freed_memory()  # 1.74x the steps per second on CPU, same numbers: allocator.py
     keras.utils.set_random_seed(cfg.seed)
     # the report is written even if the data stops the run
     ds = load_dataset(cfg, split_of=split_of, report_to=run.data_report)
