@@ -21,6 +21,8 @@ import statistics
 import subprocess
 import sys
 
+from common import StepTimer, report, steady_rate, step_parser
+
 VARIANTS = ("glibc", "tuned")
 
 
@@ -34,7 +36,6 @@ def child(variant: str, steps: int, batch_size: int) -> dict:
             raise SystemExit("keep_freed_memory() changed nothing here (not glibc, or MALLOC_* set)")
     import numpy as np
 
-    from common import StepTimer, steady_rate
     from ultrasonic.config import load_config
     from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
     from ultrasonic.models import build_model, training_model
@@ -68,18 +69,12 @@ def measure(variant: str, steps: int, batch_size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--json", default=None)
+    parser = step_parser(__doc__)
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.steps, args.batch_size)))
         return
-    from common import report
-
     rounds = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name in VARIANTS:

@@ -13,7 +13,6 @@ that a change in the machine's load hits both; the ratio is the median of the ro
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 
@@ -21,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from common import StepTimer, report, steady_rate  # noqa: E402
+from common import StepTimer, report, steady_rate, step_parser  # noqa: E402
 
 RECIPES = {"before": dict(brightness=0.0, contrast=0.0, gamma=0.0, blur=0.0, noise=0.0), "now": {},
            "standard": dict(preprocessing="standard", border=0.05)}
@@ -42,11 +41,7 @@ def rate(settings: dict, images: np.ndarray, labels: np.ndarray, batch_size: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--json", default=None)
+    parser = step_parser(__doc__)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.steps * args.batch_size, 96, 96, 1), dtype=np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -50,6 +51,16 @@ class StepTimer:
                 self.ends.append(time.perf_counter())
 
         return _Timer()
+
+
+def step_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the benchmarks that time training steps in rounds: --steps, --rounds, --batch-size, --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", default=None)
+    return parser
 
 
 def steady_rate(ends: list[float], batch_size: int, skip: int = 5) -> float:
