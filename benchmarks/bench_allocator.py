@@ -59,10 +59,9 @@ def child(variant: str, steps: int, batch_size: int) -> dict:
 
 
 def measure(variant: str, steps: int, batch_size: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    for name in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"):  # both variants start from glibc's defaults
-        env.pop(name, None)
+    from ultrasonic.training.allocator import USER_SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}  # both variants start from glibc's defaults
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", variant, "--steps", str(steps),
                           "--batch-size", str(batch_size)], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

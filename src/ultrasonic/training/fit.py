@@ -28,7 +28,6 @@ keras = require_keras("training")  # first: without a backend one error naming t
 import numpy as np
 
 from ultrasonic import __version__
-from ultrasonic.training.allocator import keep_freed_memory
 from ultrasonic.config import Config, load_config, save_config
 from ultrasonic.data.batches import ArrayBatches, class_weights, encode_labels
 from ultrasonic.data.dataset import Dataset, check_leakage, load_dataset
@@ -40,6 +39,7 @@ from ultrasonic.inference.engines import load_model
 from ultrasonic.models import build_model, training_model
 from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
+from ultrasonic.training.allocator import keep_freed_memory
 from ultrasonic.training.calibrate import calibrate, fit_ood_gate, operating_point
 from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
 from ultrasonic.training.devices import Replicas, distribution
