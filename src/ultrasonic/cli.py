@@ -137,7 +137,8 @@ def _add_evaluate(sub) -> None:
     p = _command(sub, "evaluate", "metrics with 95%% CIs, plots and report.html for a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="other data to evaluate on (default: the run's own split)")
-    p.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default test)")
+    p.add_argument("--split", choices=SPLITS, help="split to evaluate (default: test; with DATA a plain class "
+                   "folder: all its images)")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.set_defaults(func=_evaluate)
@@ -158,7 +159,8 @@ def _add_compare(sub) -> None:
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("data", help="labelled images both runs are scored on")
-    p.add_argument("--split", default="test", choices=SPLITS, help="split of DATA, when it has splits")
+    p.add_argument("--split", choices=SPLITS, help="split of DATA (default: test; a plain class folder: all its "
+                   "images)")
     p.add_argument("--out", help="folder for comparison.json and .html (default RUN_A/compare/A_vs_B)")
     p.set_defaults(func=_compare)
 

@@ -68,3 +68,31 @@ def test_an_npz_of_test_arrays_alone_or_with_empty_train_arrays(tiny_run, held_o
     assert main(["evaluate", str(tiny_run), str(tmp_path / "test_only.npz"), "--split", "val"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "has no val split, only test; pass --split test" in err
+
+
+@pytest.mark.e2e
+@pytest.mark.once
+def test_a_split_of_the_runs_own_class_folder_is_the_runs_split_and_of_another_is_refused(tiny_run, tmp_path,
+                                                                                          capsys):
+    import csv
+    import shutil
+
+    from ultrasonic.rundir import RunDir
+
+    run = RunDir(tiny_run)
+    trained_on = run.read_meta().data["path"]  # a plain class folder: the run carved its own splits
+    in_val = sum(row["split"] == "val" for row in csv.DictReader(run.splits.open()))
+    out = tmp_path / "own"
+    assert main(["evaluate", str(tiny_run), trained_on, "--split", "val", "--out", str(out), "--n-boot", "10"]) == 0
+    metrics = evaluated(out)
+    assert metrics["evaluated_on"].endswith("[val split of the run]") and "site_check" not in metrics
+    assert 0 < sum(map(sum, metrics["confusion_matrix"])) == in_val  # not every image, training images too
+
+    other = shutil.copytree(trained_on, tmp_path / "hospital_c")  # the same images, but not the run's data
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_run), str(other), "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{other}: a class folder without split folders, so it has no val split" in err
+    out = tmp_path / "other"
+    assert main(["evaluate", str(tiny_run), str(other), "--out", str(out), "--n-boot", "10"]) == 0
+    assert evaluated(out)["evaluated_on"] == f"{other} [all images]"

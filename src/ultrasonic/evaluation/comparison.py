@@ -56,13 +56,13 @@ NOTES = [
 ]
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, data: str | None, split: str = "test",
+def compare_runs(run_a: str | Path, run_b: str | Path, data: str | None, split: str | None = None,
                  out: str | Path | None = None) -> dict[str, Any]:
     """Compare RUN_A and RUN_B on DATA; write comparison.json and comparison.html to `out`; return the result."""
     if data is None:
         raise ConfigError("compare: no DATA given; comparing two models needs the same images for both: "
                           "pass a folder or .npz that both can read (each run's own test split may differ)")
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {SPLITS}")
     runs = [RunDir(run_a), RunDir(run_b)]
     predictors = [Predictor(run.path) for run in runs]
@@ -97,11 +97,11 @@ def _check_same_classes(runs: list[RunDir], predictors: list[Predictor]) -> None
                         "same classes and positive class can be compared")
 
 
-def _scored(run: RunDir, predictor: Predictor, data: str, split: str) -> dict[str, Any]:
+def _scored(run: RunDir, predictor: Predictor, data: str, split: str | None) -> dict[str, Any]:
     """DATA read as this run reads it, and its scores: refs, class names, probabilities, OOD refusals."""
     ds, indices, where = images_of(run, data, split, predictor.classes)
     if not len(indices):
-        raise DataError(f"{where}: no images to compare in split {split!r}")
+        raise DataError(f"{where}: no images to compare")
     probs, ood_scores = predictor.predict_scored(ds.images[indices])
     y = labels_in_run_classes(ds, indices, predictor.classes)
     refused = None if ood_scores is None else int(np.sum(~decision(ood_scores, predictor.gate.threshold)))
@@ -132,7 +132,7 @@ def _image(scored: dict[str, Any], i: int) -> str:
 
 
 def comparison(runs: list[RunDir], predictors: list[Predictor], scored: list[dict[str, Any]],
-               data: str, split: str) -> dict[str, Any]:
+               data: str, split: str | None) -> dict[str, Any]:
     """The result object: runs, data, counts, the AUC and McNemar blocks, the verdict and the notes."""
     classes = predictors[0].classes
     truth = np.array([classes.index(c) for c in scored[0]["truth"]])

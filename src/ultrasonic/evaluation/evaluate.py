@@ -1,7 +1,11 @@
 """evaluate: a run + a split (or new data) -> clinical metrics with 95 % CIs, calibration, plots and an HTML report.
 
     metrics = evaluate("runs/cxr")                      # the run's own test split
-    metrics = evaluate("runs/cxr", "other_hospital/")   # all images of another folder
+    metrics = evaluate("runs/cxr", split="val")         # the run's own validation split
+    metrics = evaluate("runs/cxr", "other_hospital/")   # all images of another folder (its test split if it has one)
+
+DATA that is the very data the run was trained on is read with the run's own splits, as without DATA:
+its folders may hold no split at all (the run carved them), and all of it would score training images.
 """
 
 from __future__ import annotations
@@ -27,17 +31,23 @@ from ultrasonic.rundir import SPLITS, EvalDir, RunDir
 log = logging.getLogger("ultrasonic")
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", *,
+def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = None, *,
              out: str | Path | None = None, n_boot: int = 1000) -> dict:
-    """Evaluate the run on `split` and write metrics.json, plots and report.html to RUN_DIR/eval."""
-    if split not in SPLITS:
+    """Evaluate the run on `split` and write metrics.json, plots and report.html to RUN_DIR/eval.
+
+    split None: the test split of the run's own data or of DATA, or every image of a plain class folder.
+    """
+    if split is not None and split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {SPLITS}")
     run = RunDir(run_dir)
     predictor = Predictor(run.path)
+    if data is not None and _is_trained_on(run, data):
+        log.info("evaluate: %s is the data %s was trained on; using the run's own splits", data, run.path)
+        data = None
     ds, indices, where = images_of(run, data, split, predictor.classes)
     probs = predictor.predict_proba(ds.images[indices]) if len(indices) else None
     if probs is None:
-        raise DataError(f"{where}: no images to evaluate in split {split!r}")
+        raise DataError(f"{where}: no images to evaluate")
     y = labels_in_run_classes(ds, indices, predictor.classes)
     positive = predictor.classes.index(predictor.positive_class) if predictor.positive_class else 1
     metrics = evaluate_predictions(y, probs, predictor.classes, threshold=predictor.threshold
@@ -58,10 +68,12 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test", 
 
 
 def images_of(run: RunDir, data: str | None, split: str | None, classes: list[str]) -> tuple[Dataset, np.ndarray, str]:
-    """(dataset, indices, where): the run's own split (the files training saw), a split of new DATA, or
-    with split None every readable image of DATA, decoded at the run's size and channels."""
+    """(dataset, indices, where), decoded at the run's size and channels: without DATA the run's own `split`
+    (the files training saw; None is its test split); with DATA its `split`, where None is its test split
+    or, in a plain class folder, every image; "all" is every readable image of DATA, whatever its splits."""
     cfg = load_config(file=run.config)
     if data is None:
+        split = split or "test"
         trained_on = _trained_on(run)
         if not Path(trained_on).exists():
             raise RunError(f"{run.path}: the data it was trained on ({trained_on}) is gone; pass DATA to evaluate on")
@@ -72,10 +84,15 @@ def images_of(run: RunDir, data: str | None, split: str | None, classes: list[st
     ds = load_dataset(replace(cfg, data=data, classes=named, val_fraction=0.0, test_fraction=0.0,
                               min_split_images=0, drop_duplicates=False))
     given = sorted({g for g in ds.catalog.given_split if g}, key=SPLITS.index)
-    if split is None:
+    if split == "all":
         return ds, np.flatnonzero(ds.split != "bad"), f"{data} [all images]"
-    if not given:  # a plain class folder: every image
+    if not given and split is None:  # a plain class folder: every image
         return ds, ds.indices("train"), f"{data} [all images]"
+    if not given:
+        raise DataError(f"{data}: a class folder without split folders, so it has no {split} split; leave out "
+                        "--split to score all its images (for the splits a run made of it, give that run's "
+                        "own data, or no DATA)")
+    split = split or "test"
     if split not in given:
         raise DataError(f"{data}: has no {split} split, only {', '.join(given)}; "
                         f"pass --split {given[-1]}, or give the folder or .npz of that split")
@@ -86,6 +103,12 @@ def _patients(ds: Dataset, indices: np.ndarray) -> list[str | None] | None:
     """The patient of each evaluated image, or None when no image has one (the bootstrap then takes images)."""
     patients = [ds.patients[i] for i in indices]
     return patients if any(patients) else None
+
+
+def _is_trained_on(run: RunDir, data: str) -> bool:
+    """Is DATA the data the run was trained on (the same file or folder)?"""
+    stored = (run.read_meta().data or {}).get("path")
+    return isinstance(stored, str) and Path(stored).exists() and Path(stored).resolve() == Path(data).resolve()
 
 
 def _trained_on(run: RunDir) -> str:

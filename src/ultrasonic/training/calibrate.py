@@ -148,7 +148,7 @@ def recalibrate(run_dir: str | Path, data: str, out: str | Path, *, operating_po
 
 def _site_images(run: RunDir, data: str, classes: list[str]) -> tuple[Dataset, np.ndarray, str]:
     """Every readable image of DATA, decoded as the run's model expects."""
-    ds, idx, where = images_of(run, data, None, classes)
+    ds, idx, where = images_of(run, data, "all", classes)
     if len(idx) < 4:
         raise DataError(f"{data}: {len(idx)} readable images; recalibrating needs a labelled sample "
                         "(dozens of images of every class)")
