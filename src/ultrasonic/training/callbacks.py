@@ -145,15 +145,17 @@ def clear_backup(folder: str | Path) -> None:
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model when `monitor` improves: atomically, remembering the best across resumes.
+    keep="last" saves every epoch instead, so the file holds the last one trained.
 
     `network` is what is saved: the inference network whose layers the fitted
     training model shares (models/build.py), so the file holds no augmentation;
     None saves the fitted model itself.
     """
 
-    def __init__(self, path: Path, monitor: str = "val_loss", network: keras.Model | None = None):
+    def __init__(self, path: Path, monitor: str = "val_loss", network: keras.Model | None = None,
+                 keep: str = "best"):
         super().__init__()
-        self.path, self.monitor, self.network = Path(path), monitor, network
+        self.path, self.monitor, self.network, self.keep = Path(path), monitor, network, keep
         self.state_path = RunDir(self.path.parent).checkpoint_state
         self.sign = -1.0 if ("loss" in monitor or "error" in monitor) else 1.0
         self.best = -math.inf
@@ -165,8 +167,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise DataError(f"checkpoint: metric {self.monitor!r} not in {sorted(logs or {})}; set monitor")
-        if self.sign * value > self.best:
-            self.best = self.sign * value
+        if self.keep == "last" or self.sign * value > self.best:
+            self.best = max(self.best, self.sign * value)
             with atomic_path(self.path) as tmp:
                 (self.network or self.model).save(tmp)
             write_json(self.state_path, {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1})

@@ -229,7 +229,7 @@ def _callbacks(cfg: Config, run: RunDir, start: float,
     """
     callbacks = [
         HistoryCSV(run.history, start),
-        BestCheckpoint(run.model, monitor=cfg.monitor, network=network),
+        BestCheckpoint(run.model, monitor=cfg.monitor, network=network, keep=cfg.checkpoint),
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
     ]
     if cfg.lr_schedule == "plateau":
