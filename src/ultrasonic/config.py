@@ -173,7 +173,7 @@ class Config:
     class_weight: str = setting("balanced", ("balanced", "none"), "weigh classes by inverse frequency or not")
     monitor: str = setting("val_loss", MONITORS, "metric of early stopping, best checkpoint and plateau")
     checkpoint: str = setting("best", ("best", "last"), "model.keras keeps the epoch of the best monitor, or the "
-                              "last epoch trained (the end of the cosine schedule)")
+                              "last epoch (the end of the schedule; no early stopping then)")
     early_stopping_patience: int = setting(5, "[0, inf)", "epochs without improvement before stopping")
     reduce_lr_factor: float = setting(0.2, "(0, 1)", "plateau schedule: learning rate multiplier")
     reduce_lr_patience: int = setting(3, "[0, inf)", "plateau schedule: epochs without improvement")

@@ -33,10 +33,14 @@ def test_the_file_holds_the_epoch_asked_for(tmp_path, keep, epoch):
 
 
 @pytest.mark.parametrize("keep", ["best", "last"])
-def test_train_passes_the_setting_on(tmp_path, keep):
+def test_train_passes_the_setting_on_and_stops_early_only_for_the_best(tmp_path, keep):
     from ultrasonic.config import load_config
     from ultrasonic.training.fit import _callbacks
 
     cfg = load_config(overrides={"checkpoint": keep, "tensorboard": False})
-    [checkpoint] = [c for c in _callbacks(cfg, RunDir(tmp_path), 0.0, tiny_model(1.0)) if isinstance(c, BestCheckpoint)]
+    callbacks = _callbacks(cfg, RunDir(tmp_path), 0.0, tiny_model(1.0))
+    [checkpoint] = [c for c in callbacks if isinstance(c, BestCheckpoint)]
     assert checkpoint.keep == keep
+    # the last epoch is the end of the schedule: an early stop would keep one from the middle of it
+    stops = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+    assert len(stops) == (keep == "best")

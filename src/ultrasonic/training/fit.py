@@ -230,8 +230,9 @@ def _callbacks(cfg: Config, run: RunDir, start: float,
     callbacks = [
         HistoryCSV(run.history, start),
         BestCheckpoint(run.model, monitor=cfg.monitor, network=network, keep=cfg.checkpoint),
-        keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience),
     ]
+    if cfg.checkpoint == "best":  # keeping the last epoch, the schedule's end is the end: no early stop
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience))
     if cfg.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, factor=cfg.reduce_lr_factor,
                                                            patience=cfg.reduce_lr_patience,
