@@ -90,8 +90,8 @@ def images_of(run: RunDir, data: str | None, split: str | None, classes: list[st
         return ds, ds.indices("train"), f"{data} [all images]"
     if not given:
         raise DataError(f"{data}: a class folder without split folders, so it has no {split} split; leave out "
-                        "--split to score all its images (for the splits a run made of it, give that run's "
-                        "own data, or no DATA)")
+                        "--split to score all its images (the splits a run carved of it: evaluate that run "
+                        "without DATA)")
     split = split or "test"
     if split not in given:
         raise DataError(f"{data}: has no {split} split, only {', '.join(given)}; "
