@@ -26,7 +26,7 @@ from ultrasonic.evaluation.plots import plot_confusion_matrix, plot_pr, plot_rel
 from ultrasonic.evaluation.report import write_report
 from ultrasonic.evaluation.site import site_check
 from ultrasonic.inference.predictor import Predictor
-from ultrasonic.rundir import SPLITS, EvalDir, RunDir
+from ultrasonic.rundir import SPLITS, EvalDir, RunDir, RunMeta
 
 log = logging.getLogger("ultrasonic")
 
@@ -41,7 +41,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str | None = N
         raise ConfigError(f"split {split!r} is not one of {SPLITS}")
     run = RunDir(run_dir)
     predictor = Predictor(run.path)
-    if data is not None and _is_trained_on(run, data):
+    if data is not None and _is_trained_on(predictor.meta, data):
         log.info("evaluate: %s is the data %s was trained on; using the run's own splits", data, run.path)
         data = None
     ds, indices, where = images_of(run, data, split, predictor.classes)
@@ -86,9 +86,9 @@ def images_of(run: RunDir, data: str | None, split: str | None, classes: list[st
     given = sorted({g for g in ds.catalog.given_split if g}, key=SPLITS.index)
     if split == "all":
         return ds, np.flatnonzero(ds.split != "bad"), f"{data} [all images]"
-    if not given and split is None:  # a plain class folder: every image
-        return ds, ds.indices("train"), f"{data} [all images]"
-    if not given:
+    if not given:  # a plain class folder: every image, and no split to choose
+        if split is None:
+            return ds, ds.indices("train"), f"{data} [all images]"
         raise DataError(f"{data}: a class folder without split folders, so it has no {split} split; leave out "
                         "--split to score all its images (the splits a run carved of it: evaluate that run "
                         "without DATA)")
@@ -105,19 +105,25 @@ def _patients(ds: Dataset, indices: np.ndarray) -> list[str | None] | None:
     return patients if any(patients) else None
 
 
-def _is_trained_on(run: RunDir, data: str) -> bool:
+def _is_trained_on(meta: RunMeta, data: str) -> bool:
     """Is DATA the data the run was trained on (the same file or folder)?"""
-    stored = (run.read_meta().data or {}).get("path")
-    return isinstance(stored, str) and Path(stored).exists() and Path(stored).resolve() == Path(data).resolve()
+    stored = _stored_path(meta)
+    return stored is not None and Path(stored).exists() and Path(stored).resolve() == Path(data).resolve()
+
+
+def _stored_path(meta: RunMeta) -> str | None:
+    """meta.json's `data.path`: the data the run was trained on, an absolute path; None if it has none."""
+    path = (meta.data or {}).get("path")
+    return path if isinstance(path, str) else None
 
 
 def _trained_on(run: RunDir) -> str:
     """The data the run was trained on: an absolute path, whatever the working folder was."""
-    data = run.read_meta().data
-    if not data or not isinstance(data.get("path"), str):
+    path = _stored_path(run.read_meta())
+    if path is None:
         raise RunError(f"{run.meta_path}: says nothing about the data it was trained on (key 'data.path'); "
                        "pass DATA to evaluate on")
-    return data["path"]
+    return path
 
 
 def labels_in_run_classes(ds: Dataset, indices: np.ndarray, classes: list[str]) -> np.ndarray:
