@@ -168,7 +168,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None:
             raise DataError(f"checkpoint: metric {self.monitor!r} not in {sorted(logs or {})}; set monitor")
         if self.keep == "last" or self.sign * value > self.best:
-            self.best = max(self.best, self.sign * value)
+            self.best = self.sign * value
             with atomic_path(self.path) as tmp:
                 (self.network or self.model).save(tmp)
             write_json(self.state_path, {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1})
