@@ -11,6 +11,7 @@ from ultrasonic import RunDir, RunMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import cv_table  # noqa: E402
 import time_to_quality  # noqa: E402
 
 
@@ -72,3 +73,36 @@ def test_shift_stress_alters_each_image_as_its_row_says_and_scores_every_row(tmp
     rows = shift_stress.stress(run, data, n_boot=20)
     assert [r["shift"] for r in rows] == list(alter) and all(r["n"] == 12 for r in rows)
     assert all(0 <= r["specificity"] <= 1 and len(r["auc_ci"]) == 2 for r in rows)
+
+
+def test_cv_table_row_is_the_spread_of_the_folds_and_their_summed_minutes(tmp_path):
+    import json
+
+    import numpy as np
+
+    from ultrasonic.evaluation.crossval import cv_summary, fold_entry
+    from ultrasonic.evaluation.summary import evaluate_predictions
+
+    rng = np.random.default_rng(0)
+    entries, truths, probs = [], [], []
+    for k, (noise, seconds) in enumerate([(0.3, 60), (0.6, 120), (0.9, 180)], start=1):
+        y = rng.integers(0, 2, 80)
+        p1 = np.clip(y + rng.normal(0, noise, 80), 0.01, 0.99)
+        p = np.stack([1 - p1, p1], axis=1)
+        entries.append(fold_entry(k, f"folds/fold_{k}", evaluate_predictions(y, p, ["a", "b"], threshold=0.5,
+                                                                            positive_index=1, n_boot=50), 0.5))
+        truths.append(y)
+        probs.append(p)
+        RunDir(tmp_path / "cxr" / "folds" / f"fold_{k}").write_meta(RunMeta(
+            model_id="0" * 16, task="binary", classes=["a", "b"], positive_class="b", image_size=(32, 32),
+            channels=1, threshold=0.5, best_epoch=1, train_seconds=seconds, data={"path": "/data/chest_xray_224"}))
+    pooled = evaluate_predictions(np.concatenate(truths), np.concatenate(probs), ["a", "b"], positive_index=1,
+                                  n_boot=50)
+    (tmp_path / "cxr" / "cv.json").write_text(json.dumps(cv_summary(entries, pooled, "final")))
+    row = cv_table.row(tmp_path / "cxr")
+    aucs = np.array([e["roc_auc"]["value"] for e in entries])
+    assert row[:4] == ["chest_xray_224", "cxr", "3", "240"]
+    assert row[4] == f"{aucs.mean():.3f} ± {aucs.std(ddof=1):.3f} ({aucs.min():.3f}-{aucs.max():.3f})"
+    assert aucs.std() > 0.01  # the three folds really differ, so the spread is not 0 by accident
+    assert row[8].startswith(f"{pooled['at_0.5']['roc_auc']['value']:.3f} (")
+    assert row[9] == "6"  # 60 + 120 + 180 s
