@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The slowest tests are listed at the end of each pass, so CI's log shows where its minutes go.
-PYTEST_ARGS ?= --durations=25
+# One worker per core (pytest-xdist), each test file on one worker so that its module fixtures (a trained
+# run) are made once: much of a test's time is Python (tracing, starting servers), not the cores' math.
+PYTEST_ARGS ?= --durations=25 -n auto --dist loadfile
 
 .PHONY: demo test install dev clean
 
