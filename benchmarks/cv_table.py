@@ -14,39 +14,33 @@ import argparse
 import json
 from pathlib import Path
 
+from results_table import ci, print_table
+
 FIGURES = ("roc_auc", "accuracy", "sensitivity", "specificity")
+HEADER = ["data", "run", "folds", "images", "ROC-AUC", "accuracy", "sensitivity", "specificity",
+          "pooled out-of-fold ROC-AUC (95 % CI)", "fold min"]
 
 
 def spread(entry: dict) -> str:
     return f"{entry['mean']:.3f} ± {entry['std']:.3f} ({entry['min']:.3f}-{entry['max']:.3f})"
 
 
-def fold_minutes(run: Path, cv: dict) -> float:
-    return sum(json.loads((run / fold["run"] / "meta.json").read_text())["train_seconds"]
-               for fold in cv["folds"]) / 60
-
-
 def row(run: Path) -> list[str]:
+    from ultrasonic import RunDir
+
     cv = json.loads((run / "cv.json").read_text())
-    first = json.loads((run / cv["folds"][0]["run"] / "meta.json").read_text())
-    across = cv["across_folds"]
-    pooled = cv["pooled_out_of_fold"]["roc_auc"]
-    lo, hi = pooled["ci95"]
-    return ([Path(first["data"]["path"]).name, run.name, str(cv["k"]), str(cv["pooled_out_of_fold"]["images"])]
-            + [spread(across[name]) if name in across else "n/a" for name in FIGURES]
-            + [f"{pooled['value']:.3f} ({lo:.3f}-{hi:.3f})", f"{fold_minutes(run, cv):.0f}"])
+    metas = [RunDir(run / fold["run"]).read_meta() for fold in cv["folds"]]
+    pooled = cv["pooled_out_of_fold"]
+    return ([Path(metas[0].data["path"]).name, run.name, str(cv["k"]), str(pooled["images"])]
+            + [spread(cv["across_folds"][name]) if name in cv["across_folds"] else "n/a" for name in FIGURES]
+            + [ci(pooled["roc_auc"]), f"{sum(m.train_seconds for m in metas) / 60:.0f}"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories trained with --cv K")
     args = parser.parse_args()
-    header = ["data", "run", "folds", "images", "ROC-AUC", "accuracy", "sensitivity", "specificity",
-              "pooled out-of-fold ROC-AUC (95 % CI)", "fold min"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for run in args.runs:
-        print("| " + " | ".join(row(run)) + " |")
+    print_table(HEADER, [row(run) for run in args.runs])
 
 
 if __name__ == "__main__":

@@ -42,14 +42,17 @@ HEADER = ["data", "preset", "val images", "ROC-AUC (95 % CI)", "accuracy at 0.5"
           "specificity at 0.5", "at the val threshold: acc / sens / spec", "train min"]
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table, as docs/results.md has them."""
+    for cells in [header, ["---"] * len(header), *rows]:
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
-    print("| " + " | ".join(HEADER) + " |")
-    print("|" + "---|" * len(HEADER))
-    for run in args.runs:
-        print("| " + " | ".join(row(Path(run))) + " |")
+    print_table(HEADER, [row(Path(run)) for run in args.runs])
 
 
 if __name__ == "__main__":

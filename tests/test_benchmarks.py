@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ultrasonic import RunDir, RunMeta
@@ -46,7 +48,6 @@ def test_time_to_quality_never_reached_and_different_splits(tmp_path):
 
 
 def test_shift_stress_alters_each_image_as_its_row_says_and_scores_every_row(tmp_path):
-    import numpy as np
     from PIL import Image
 
     import shift_stress
@@ -76,10 +77,6 @@ def test_shift_stress_alters_each_image_as_its_row_says_and_scores_every_row(tmp
 
 
 def test_cv_table_row_is_the_spread_of_the_folds_and_their_summed_minutes(tmp_path):
-    import json
-
-    import numpy as np
-
     from ultrasonic.evaluation.crossval import cv_summary, fold_entry
     from ultrasonic.evaluation.summary import evaluate_predictions
 
