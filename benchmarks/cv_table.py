@@ -2,8 +2,9 @@
 
 One row per run: the folds' ROC-AUC (macro one-vs-rest for more than two classes), accuracy, sensitivity
 and specificity as mean +- sample sd (min-max), each fold at its own stored threshold; the pooled
-out-of-fold ROC-AUC with its patient-bootstrap interval; and the minutes the folds took to train
-(meta.json's train_seconds summed, so a final model killed or still training does not count).
+out-of-fold ROC-AUC with its bootstrap interval (by patient where the file names give one); and the
+minutes the folds took to train (meta.json's train_seconds summed, so a final model killed or still
+training does not count).
 
     python benchmarks/cv_table.py runs/cv/busi runs/cv/cxr
 """
