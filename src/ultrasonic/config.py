@@ -171,6 +171,8 @@ class Config:
     # (ignored when you set epochs yourself, unless you set min_steps too)
     min_steps: int = setting(0, "[0, inf)", "at least this many optimiser steps")
     label_smoothing: float = setting(0.0, "[0, 0.5)")
+    ema: float = setting(0.0, "[0, 1)", "weight averaging: momentum of an exponential moving average of the "
+                         "weights, which validation, the checkpoint and model.keras use; 0: off")
     class_weight: str = setting("balanced", ("balanced", "none"), "weigh classes by inverse frequency or not")
     monitor: str = setting("val_loss", MONITORS, "metric of early stopping, best checkpoint and plateau")
     checkpoint: str = setting("best", ("best", "last"), "model.keras keeps the epoch of the best monitor, or the "

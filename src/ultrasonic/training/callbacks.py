@@ -2,7 +2,8 @@
 
 The last two let a killed `ultrasonic train` continue with `--resume`.
 
-At the end of every epoch, in this order:
+At the end of every epoch, in this order (after AveragedWeights, with the `ema` setting, has swapped
+the averaged weights in):
 1. HistoryCSV rewrites history.csv atomically with one row per epoch; a row
    for an epoch that is run again (after a kill) replaces the old one.
 2. BestCheckpoint saves model.keras (the inference network) when the monitor improves.
@@ -95,6 +96,21 @@ def _number(value) -> float | str:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' SwapEMAWeights(swap_on_epoch=True), for an optimizer with use_ema (the `ema` setting).
+
+    Put it first. From each epoch's validation until the next epoch's first step the
+    model holds the averaged weights, and the optimizer the trained ones: validation,
+    history, checkpoint and backup all see the averaged ones, and fit ends with them.
+    A backup is therefore saved swapped; `resumed=True` (fit after restore_backup)
+    swaps it back before the first step, so a resumed run trains on the trained weights.
+    """
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed  # SwapEMAWeights' own flag: on_epoch_begin swaps when it is set
 
 
 class TrainingBackup(keras.callbacks.Callback):

@@ -41,7 +41,8 @@ from ultrasonic.pause import pause_callbacks
 from ultrasonic.rundir import INPUT, RunDir, RunMeta
 from ultrasonic.training.allocator import keep_freed_memory
 from ultrasonic.training.calibrate import calibrate, fit_ood_gate, operating_point
-from ultrasonic.training.callbacks import BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup, restore_backup
+from ultrasonic.training.callbacks import (AveragedWeights, BestCheckpoint, HistoryCSV, TrainingBackup, clear_backup,
+                                           restore_backup)
 from ultrasonic.training.devices import Replicas, distribution
 
 log = logging.getLogger("ultrasonic")
@@ -125,7 +126,8 @@ def _train(cfg: Config, run: RunDir, resume: bool, split_of: dict[str, str] | No
         # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
         # the batches with Python's global `random`, which differs between one device and several.
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, run, start, network), verbose=fit_verbose(cfg.verbose), shuffle=False)
+                  callbacks=_callbacks(cfg, run, start, network, resumed=initial_epoch > 0),
+                  verbose=fit_verbose(cfg.verbose), shuffle=False)
     val = ds.indices("val")
     best, calibration = calibrate(load_model(run.model), ds.images, ds.labels, val, run.model,
                                   f"validation split ({len(val)} images)")
@@ -206,10 +208,11 @@ def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epo
                                                     warmup_target=cfg.learning_rate, warmup_steps=warmup)
     else:
         lr = cfg.learning_rate
+    average = dict(use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)  # swapped in by AveragedWeights
     if cfg.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, **average)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=lr)
+        optimizer = keras.optimizers.Adam(learning_rate=lr, **average)
     if n_classes == 2:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
@@ -219,15 +222,17 @@ def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epo
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
-def _callbacks(cfg: Config, run: RunDir, start: float,
-               network: keras.Model) -> list[keras.callbacks.Callback]:
+def _callbacks(cfg: Config, run: RunDir, start: float, network: keras.Model,
+               resumed: bool = False) -> list[keras.callbacks.Callback]:
     """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume.
 
     Order matters for a kill between two of them (see training/callbacks.py): the history
     row and the checkpoint of an epoch are written before its backup, so a
     resumed run redoes that epoch and replaces them rather than missing them.
+    With weight averaging, AveragedWeights comes first: every later one sees the averaged weights.
     """
-    callbacks = [
+    averaged = [AveragedWeights(resumed=resumed)] if cfg.ema > 0 else []
+    callbacks = averaged + [
         HistoryCSV(run.history, start),
         BestCheckpoint(run.model, monitor=cfg.monitor, network=network, keep=cfg.checkpoint),
     ]
