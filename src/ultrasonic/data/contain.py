@@ -27,7 +27,7 @@ MAX_TEXT = 300  # characters of one exception or warning message
 
 
 @dataclass
-class Decoded:
+class Contained:
     """A file's image (uint8 H x W x C) or its error, and the decoder's warnings about it."""
 
     image: np.ndarray | None
@@ -46,7 +46,7 @@ class Decoded:
 
 
 def decode_contained(source: Source, size: int | tuple[int, int] | None = None, channels: int = 3, *,
-                     name: str | None = None, max_pixels: int = MAX_PIXELS, **limits: int) -> Decoded:
+                     name: str | None = None, max_pixels: int = MAX_PIXELS, **limits: int) -> Contained:
     """read_image with every failure of the file turned into its BadImageError; never raises for a file."""
     label = source_label(source, name)
     try:  # read_image_with_notes collects the decoder's warnings per thread (data/notes.py)
@@ -54,12 +54,12 @@ def decode_contained(source: Source, size: int | tuple[int, int] | None = None, 
     except MemoryError:
         raise
     except BadImageError as exc:
-        return Decoded(None, exc, [])
+        return Contained(None, exc, [])
     except Exception as exc:  # any decoder bug on this file; KeyboardInterrupt and SystemExit are not Exception
         error = UndecodableImageError(label, undecodable(exc))
         error.__cause__ = exc
-        return Decoded(None, error, [])
-    return Decoded(decoded.image, None, list(decoded.notes))
+        return Contained(None, error, [])
+    return Contained(decoded.image, None, list(decoded.notes))
 
 
 def undecodable(exc: BaseException) -> str:

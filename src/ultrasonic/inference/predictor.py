@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from ultrasonic.config import load_config
-from ultrasonic.data.contain import Decoded, decode_contained
+from ultrasonic.data.contain import Contained, decode_contained
 from ultrasonic.data.dataset import quality_limits
 from ultrasonic.data.files import iter_paths
 from ultrasonic.data.io import MAX_PIXELS
@@ -76,7 +76,7 @@ class Predictor:
         """Decode a file or bytes exactly as training did; BadImageError for any problem of the file."""
         return self.decode(source, name).unwrap()
 
-    def decode(self, source, name: str | None = None) -> Decoded:
+    def decode(self, source, name: str | None = None) -> Contained:
         """The image or its error, and the decoder's notes; never raises for a bad file (data/contain.py)."""
         return decode_contained(source, self.image_size, self.channels, name=name, max_pixels=self.max_pixels,
                                 **self.limits)
@@ -139,7 +139,7 @@ class Predictor:
                         row["class"] = None
         return rows
 
-    def rows_of(self, names: list[str], decoded: list[Decoded]) -> list[dict]:
+    def rows_of(self, names: list[str], decoded: list[Contained]) -> list[dict]:
         """One row per file in order: the prediction, or {"file", "error"}; with "note" when the decoder warned."""
         good = [i for i, d in enumerate(decoded) if d.error is None]
         rows = [{"file": name, "error": d.error.problem} if d.error else None for name, d in zip(names, decoded)]
@@ -177,7 +177,7 @@ class Predictor:
     def _predict_chunk(self, chunk: list[str], futures: list) -> list[dict]:
         return self.rows_of(chunk, [f.result() for f in futures])
 
-    def try_read(self, path: str) -> Decoded:
+    def try_read(self, path: str) -> Contained:
         """The decoded file (image or error, and notes); never raises for a bad file."""
         return self.decode(path)
 
