@@ -171,6 +171,10 @@ class Config:
     # (ignored when you set epochs yourself, unless you set min_steps too)
     min_steps: int = setting(0, "[0, inf)", "at least this many optimiser steps")
     label_smoothing: float = setting(0.0, "[0, 0.5)")
+    mixup: float = setting(0.0, "[0, inf)", "mixup: alpha of the Beta(alpha, alpha) share a training image "
+                           "keeps of itself when blended with another of its batch (0.2-0.4 usual); 0: off")
+    cutmix: float = setting(0.0, "[0, inf)", "cutmix: the same, a box of the other image pasted in (1.0 "
+                            "usual); with mixup, each image draws one of the two; 0: off")
     ema: float = setting(0.0, "[0, 1)", "weight averaging: momentum of an exponential moving average of the "
                          "weights, which validation, the checkpoint and model.keras use; 0: off")
     class_weight: str = setting("balanced", ("balanced", "none"), "weigh classes by inverse frequency or not")

@@ -26,6 +26,44 @@ def encode_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype="float32")[labels]
 
 
+def mix(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, mixup: float = 0.0,
+        cutmix: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of a batch with itself in another order.
+
+    Each image gets a partner from the batch and keeps a share lam ~ Beta(alpha, alpha) of
+    itself: blended pixel by pixel (mixup, alpha = `mixup`), or with a box of the partner
+    pasted over 1 - lam of its area (cutmix, alpha = `cutmix`; lam is then the box's exact
+    complement). With both set, each image draws one of the two. Targets and sample weights
+    mix by the same lam. Pixels stay `x.dtype` (blends are rounded); 0 turns a method off.
+    Keras' MixUp and CutMix layers mix images and labels but not sample weights (the balanced class
+    weights), draw no choice between the two per image, and return the backend's float tensors
+    where the model takes uint8 arrays; in numpy here this stays indexing plus one blend.
+    """
+    n = len(x)
+    if n < 2 or not (mixup or cutmix):
+        return x, y, w
+    partner = rng.permutation(n)
+    cut = rng.random(n) < 0.5 if mixup and cutmix else np.full(n, bool(cutmix))
+    lam = np.where(cut, rng.beta(cutmix or 1.0, cutmix or 1.0, n), rng.beta(mixup or 1.0, mixup or 1.0, n))
+    out = x.astype(np.float32)
+    height, width = x.shape[1:3]
+    for i in np.flatnonzero(cut):
+        side = np.sqrt(1.0 - lam[i])
+        box_h, box_w = round(height * side), round(width * side)
+        top, left = rng.integers(height - box_h + 1), rng.integers(width - box_w + 1)
+        out[i, top:top + box_h, left:left + box_w] = x[partner[i], top:top + box_h, left:left + box_w]
+        lam[i] = 1.0 - box_h * box_w / (height * width)
+    blend = ~cut
+    share = lam[blend].reshape(-1, *([1] * (x.ndim - 1)))
+    out[blend] = share * out[blend] + (1.0 - share) * x[partner[blend]]
+    if np.issubdtype(x.dtype, np.integer):
+        out = np.rint(out)
+    lam = lam.astype(np.float32)
+    mixed_y = lam[:, None] * y + (1.0 - lam[:, None]) * y[partner]
+    mixed_w = None if w is None else lam * w + (1.0 - lam) * w[partner]
+    return out.astype(x.dtype), mixed_y.astype(y.dtype), mixed_w
+
+
 class ArrayBatches(keras.utils.PyDataset):
     """Batches of `images[indices]`, reshuffled every epoch when `shuffle` is set.
 
@@ -36,13 +74,16 @@ class ArrayBatches(keras.utils.PyDataset):
     `multiple_of=N` drops the last few images of each shuffled epoch (other
     images each epoch) or, unshuffled, repeats the first few to fill the last
     batch. On several hosts, `part=(k, n)` gives process k its 1/n of every
-    global batch; all processes shuffle with the same seed.
+    global batch; all processes shuffle with the same seed. `mixup` and `cutmix`
+    (alphas, 0: off) mix every batch with itself (`mix`); give them to the training batches only.
     """
 
     def __init__(self, images, targets, indices, batch_size, *, shuffle=False, seed=0, sample_weight=None,
-                 multiple_of=1, part=(0, 1)):
+                 multiple_of=1, part=(0, 1), mixup=0.0, cutmix=0.0):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.targets = images, targets
+        self.mixup, self.cutmix = float(mixup), float(cutmix)
+        self._mix_rng = np.random.default_rng([seed, 1])  # its own stream: the batch order is the unmixed one
         self.indices = np.asarray(indices)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -62,9 +103,10 @@ class ArrayBatches(keras.utils.PyDataset):
         rows = rows[self.part[0]::self.part[1]]
         x = np.asarray(self.images[rows])
         y = self.targets[rows]
-        if self.sample_weight is None:
-            return x, y
-        return x, y, self.sample_weight[rows].astype("float32")
+        w = None if self.sample_weight is None else self.sample_weight[rows].astype("float32")
+        if self.mixup or self.cutmix:
+            x, y, w = mix(self._mix_rng, x, y, w, self.mixup, self.cutmix)
+        return (x, y) if w is None else (x, y, w)
 
     def on_epoch_end(self) -> None:
         self._order = self._new_order()

@@ -187,7 +187,7 @@ def _batches(cfg: Config, ds: Dataset, replicas: Replicas) -> tuple[ArrayBatches
         log.info("train: class weights %s", dict(zip(ds.classes, np.round(per_class, 3).tolist())))
     split = dict(multiple_of=replicas.count, part=(replicas.process, replicas.processes))
     train_batches = ArrayBatches(ds.images, targets, train_idx, cfg.batch_size, shuffle=True,
-                                 seed=cfg.seed, sample_weight=weight, **split)
+                                 seed=cfg.seed, sample_weight=weight, mixup=cfg.mixup, cutmix=cfg.cutmix, **split)
     val_batch = -(-max(cfg.batch_size, 64) // replicas.count) * replicas.count
     val_batches = ArrayBatches(ds.images, targets, ds.indices("val"), val_batch, **split)
     return train_batches, val_batches
