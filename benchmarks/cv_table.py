@@ -7,14 +7,24 @@ minutes the folds took to train (meta.json's train_seconds summed, so a final mo
 training does not count).
 
     python benchmarks/cv_table.py runs/cv/busi runs/cv/cxr
+
+`--against BASE` adds the paired comparison of each run with BASE, a run of the same
+folds (their splits.csv must give the same validation images, else it stops): the
+runs' per-fold ROC-AUC, the mean and sd of the differences, how many folds are
+better, and the paired t on k - 1 degrees of freedom. That is the test for a change
+that docs/results.md uses: one split cannot tell a gain of 0.005 from noise.
+
+    python benchmarks/cv_table.py runs/cv/busi-ema --against runs/cv/busi
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 from results_table import ci, print_table
 
 FIGURES = ("roc_auc", "accuracy", "sensitivity", "specificity")
@@ -37,11 +47,45 @@ def row(run: Path) -> list[str]:
             + [ci(pooled["roc_auc"]), f"{sum(m.train_seconds for m in metas) / 60:.0f}"])
 
 
+PAIRED_HEADER = ["run", "per-fold ROC-AUC", "against", "mean difference ± sd", "folds better", "paired t (df)"]
+
+
+def fold_aucs(run: Path) -> list[float]:
+    return [fold["roc_auc"]["value"] for fold in json.loads((run / "cv.json").read_text())["folds"]]
+
+
+def validation_files(run: Path) -> list[frozenset[str]]:
+    """Per fold, the files its splits.csv puts in the validation split."""
+    folds = json.loads((run / "cv.json").read_text())["folds"]
+    out = []
+    for fold in folds:
+        with open(run / fold["run"] / "splits.csv", newline="") as f:
+            out.append(frozenset(r["file"] for r in csv.DictReader(f) if r["split"] == "val"))
+    return out
+
+
+def paired_row(run: Path, base: Path) -> list[str]:
+    if validation_files(run) != validation_files(base):
+        raise SystemExit(f"{run} and {base}: different folds (their validation images differ); "
+                         "a paired comparison needs the same data and cv settings")
+    aucs, base_aucs = np.array(fold_aucs(run)), np.array(fold_aucs(base))
+    diff = aucs - base_aucs
+    sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
+    t = diff.mean() / (sd / np.sqrt(len(diff))) if sd > 0 else float("nan")
+    return [run.name, " / ".join(f"{a:.3f}" for a in aucs), base.name, f"{diff.mean():+.3f} ± {sd:.3f}",
+            f"{int((diff > 0).sum())} of {len(diff)}", f"{t:.1f} ({len(diff) - 1})"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories trained with --cv K")
+    parser.add_argument("--against", type=Path, metavar="BASE",
+                        help="also compare each run fold by fold with BASE, a --cv run of the same folds")
     args = parser.parse_args()
     print_table(HEADER, [row(run) for run in args.runs])
+    if args.against:
+        print()
+        print_table(PAIRED_HEADER, [paired_row(run, args.against) for run in args.runs])
 
 
 if __name__ == "__main__":

@@ -103,3 +103,28 @@ def test_cv_table_row_is_the_spread_of_the_folds_and_their_summed_minutes(tmp_pa
     assert aucs.std() > 0.01  # the three folds really differ, so the spread is not 0 by accident
     assert row[8].startswith(f"{pooled['at_0.5']['roc_auc']['value']:.3f} (")
     assert row[9] == "6"  # 60 + 120 + 180 s
+
+
+def test_cv_table_pairs_two_runs_fold_by_fold_and_refuses_different_folds(tmp_path):
+    def cv_run(name: str, aucs: list[float], val_files: list[str]) -> Path:
+        folds = []
+        for k, (auc, val) in enumerate(zip(aucs, val_files), start=1):
+            fold = tmp_path / name / "folds" / f"fold_{k}"
+            fold.mkdir(parents=True)
+            (fold / "splits.csv").write_text(f"file,class,split,patient\n{val},a,val,\nother{k}.png,a,train,\n")
+            folds.append({"fold": k, "run": f"folds/fold_{k}", "roc_auc": {"value": auc}})
+        (tmp_path / name / "cv.json").write_text(json.dumps({"k": len(folds), "folds": folds}))
+        return tmp_path / name
+
+    files = ["f1.png", "f2.png", "f3.png"]
+    base = cv_run("base", [0.90, 0.92, 0.95], files)
+    change = cv_run("change", [0.91, 0.92, 0.97], files)
+    row = cv_table.paired_row(change, base)
+    diff = np.array([0.01, 0.0, 0.02])
+    assert row[:3] == ["change", "0.910 / 0.920 / 0.970", "base"]
+    assert row[3] == f"+{diff.mean():.3f} ± {diff.std(ddof=1):.3f}"
+    assert row[4] == "2 of 3"
+    assert row[5] == f"{diff.mean() / (diff.std(ddof=1) / np.sqrt(3)):.1f} (2)"
+    other = cv_run("other", [0.91, 0.92, 0.97], ["f1.png", "f2.png", "g3.png"])
+    with pytest.raises(SystemExit, match="different folds"):
+        cv_table.paired_row(other, base)
