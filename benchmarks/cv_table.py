@@ -72,7 +72,7 @@ def paired_row(run: Path, base: Path) -> list[str]:
     diff = aucs - base_aucs
     sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
     t = diff.mean() / (sd / np.sqrt(len(diff))) if sd > 0 else float("nan")
-    return [run.name, " / ".join(f"{a:.3f}" for a in aucs), base.name, f"{diff.mean():+.3f} ± {sd:.3f}",
+    return [run.name, " / ".join(f"{a:.3f}" for a in aucs), base.name, f"{diff.mean():+.4f} ± {sd:.4f}",
             f"{int((diff > 0).sum())} of {len(diff)}", f"{t:.1f} ({len(diff) - 1})"]
 
 

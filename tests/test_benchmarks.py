@@ -122,7 +122,7 @@ def test_cv_table_pairs_two_runs_fold_by_fold_and_refuses_different_folds(tmp_pa
     row = cv_table.paired_row(change, base)
     diff = np.array([0.01, 0.0, 0.02])
     assert row[:3] == ["change", "0.910 / 0.920 / 0.970", "base"]
-    assert row[3] == f"+{diff.mean():.3f} ± {diff.std(ddof=1):.3f}"
+    assert row[3] == f"+{diff.mean():.4f} ± {diff.std(ddof=1):.4f}"
     assert row[4] == "2 of 3"
     assert row[5] == f"{diff.mean() / (diff.std(ddof=1) / np.sqrt(3)):.1f} (2)"
     other = cv_run("other", [0.91, 0.92, 0.97], ["f1.png", "f2.png", "g3.png"])
