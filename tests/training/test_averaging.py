@@ -15,7 +15,7 @@ import pytest
 
 from ultrasonic.config import Config
 from ultrasonic.training.callbacks import AveragedWeights, TrainingBackup, restore_backup
-from ultrasonic.training.fit import compile_model
+from ultrasonic.training.fit import compile_model, ema_momentum
 
 EMA = 0.8
 BATCH = 4
@@ -30,7 +30,7 @@ def model_of(ema: float) -> keras.Model:
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
     compile_model(model, Config(ema=ema, learning_rate=0.05, lr_schedule="plateau", weight_decay=0.0), n_classes=2,
-                  steps_per_epoch=len(X) // BATCH)
+                  steps_per_epoch=len(X) // BATCH, epochs=100)  # planned long enough not to cap the momentum
     return model
 
 
@@ -117,8 +117,14 @@ def test_a_run_resumed_from_its_backup_ends_where_the_uninterrupted_run_ends(tmp
     assert not np.allclose(weights(unswapped)[0], weights(whole)[0], atol=1e-6)
 
 
-def test_ema_is_a_setting_from_zero_to_below_one():
-    assert Config().ema == 0.0
+def test_ema_is_a_setting_whose_window_is_at_most_a_tenth_of_the_planned_steps():
     assert not model_of(0.0).optimizer.use_ema
     optimizer = model_of(0.95).optimizer
     assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.95)
+    assert ema_momentum(0.99, 1416) == 0.99  # the default on chest_xray_224: 12 epochs of 118 steps
+    assert ema_momentum(0.99, 200) == pytest.approx(0.95)  # a window of 20 steps, not 100
+    assert ema_momentum(0.99, 8) == ema_momentum(0.0, 10_000) == 0.0  # too short to average; off
+    inputs = keras.Input((3,))
+    short = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    compile_model(short, Config(ema=0.99), n_classes=2, steps_per_epoch=2, epochs=3)
+    assert not short.optimizer.use_ema  # and then train adds no AveragedWeights: fit.py asks the optimizer

@@ -120,13 +120,16 @@ def _train(cfg: Config, run: RunDir, resume: bool, split_of: dict[str, str] | No
         if not resume:
             clear_backup(run.backup)
         initial_epoch = restore_backup(model, run.backup) if resume else 0
-        log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d)%s, backend %s",
+        log.info("train: %s network, %d parameters, %d epochs of %d batches (batch %d)%s%s, backend %s",
                  cfg.model, model.count_params(), epochs, len(train_batches), cfg.batch_size,
-                 f" (at least {cfg.min_steps} steps)" if epochs > cfg.epochs else "", keras.backend.backend())
+                 f" (at least {cfg.min_steps} steps)" if epochs > cfg.epochs else "",
+                 f", weights averaged (EMA {model.optimizer.ema_momentum:.4g})" if model.optimizer.use_ema else "",
+                 keras.backend.backend())
         # shuffle=False: ArrayBatches shuffles with the run's seed; fit's own shuffle of a PyDataset reorders
         # the batches with Python's global `random`, which differs between one device and several.
         model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, run, start, network, resumed=initial_epoch > 0),
+                  callbacks=_callbacks(cfg, run, start, network, averaged=model.optimizer.use_ema,
+                                       resumed=initial_epoch > 0),
                   verbose=fit_verbose(cfg.verbose), shuffle=False)
     val = ds.indices("val")
     best, calibration = calibrate(load_model(run.model), ds.images, ds.labels, val, run.model,
@@ -198,17 +201,25 @@ def planned_epochs(cfg: Config, steps_per_epoch: int) -> int:
     return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch)))
 
 
+def ema_momentum(ema: float, total_steps: int) -> float:
+    """The `ema` setting, capped so that its window (about 1 / (1 - momentum) steps) is at most a tenth of
+    the planned steps: Keras' average has no bias correction, so a run of a few dozen steps would
+    otherwise end holding mostly its first weights. 0 when the run is too short to average."""
+    return min(ema, max(0.0, 1.0 - 10.0 / total_steps)) if ema > 0 else 0.0
+
+
 def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epoch: int,
                   epochs: int | None = None) -> None:
     """The optimiser, learning-rate schedule, loss and metrics of cfg, as `train` compiles them."""
+    total = max(1, (epochs or cfg.epochs) * steps_per_epoch)
     if cfg.lr_schedule == "cosine":
-        total = max(1, (epochs or cfg.epochs) * steps_per_epoch)
         warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 10, max(1, total - warmup), alpha=0.01,
                                                     warmup_target=cfg.learning_rate, warmup_steps=warmup)
     else:
         lr = cfg.learning_rate
-    average = dict(use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)  # swapped in by AveragedWeights
+    momentum = ema_momentum(cfg.ema, total)
+    average = dict(use_ema=momentum > 0, ema_momentum=momentum or 0.99)  # swapped in by AveragedWeights
     if cfg.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, **average)
     else:
@@ -222,7 +233,7 @@ def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epo
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
-def _callbacks(cfg: Config, run: RunDir, start: float, network: keras.Model,
+def _callbacks(cfg: Config, run: RunDir, start: float, network: keras.Model, averaged: bool = False,
                resumed: bool = False) -> list[keras.callbacks.Callback]:
     """The seed's three (early stop, best checkpoint, LR on plateau) plus logging and resume.
 
@@ -231,8 +242,8 @@ def _callbacks(cfg: Config, run: RunDir, start: float, network: keras.Model,
     resumed run redoes that epoch and replaces them rather than missing them.
     With weight averaging, AveragedWeights comes first: every later one sees the averaged weights.
     """
-    averaged = [AveragedWeights(resumed=resumed)] if cfg.ema > 0 else []
-    callbacks = averaged + [
+    callbacks = [AveragedWeights(resumed=resumed)] if averaged else []
+    callbacks += [
         HistoryCSV(run.history, start),
         BestCheckpoint(run.model, monitor=cfg.monitor, network=network, keep=cfg.checkpoint),
     ]
