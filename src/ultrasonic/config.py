@@ -44,18 +44,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.2, l2=1e-3, rotation=20.0, shift=0.2, zoom=0.2,
         horizontal_flip=True, fill_mode="nearest", brightness=0.0, contrast=0.0, gamma=0.0, blur=0.0,
         noise=0.0, border=0.0, optimizer="adam",
-        learning_rate=1e-3, weight_decay=0.0, lr_schedule="plateau",
-        batch_size=10, epochs=17, label_smoothing=0.0, ema=0.0, class_weight="none", monitor="val_loss",
-        checkpoint="best",
-        early_stopping_patience=5, reduce_lr_factor=0.2, reduce_lr_patience=3,
-        min_learning_rate=1e-6,
+        learning_rate=1e-3, weight_decay=0.0, lr_schedule="plateau", batch_size=10, epochs=17,
+        label_smoothing=0.0, ema=0.0, class_weight="none", monitor="val_loss", checkpoint="best",
+        early_stopping_patience=5, reduce_lr_factor=0.2, reduce_lr_patience=3, min_learning_rate=1e-6,
     ),
     # Gray input at 96 px, a small batch-normalised network with early down-sampling, flips and
     # intensity augmentation (exposure, contrast, gamma, blur/sharpening, noise), AdamW with a cosine
     # schedule, at least 1,000 steps on small data sets, and model.keras the last epoch (the end of the
     # schedule, not an early best validation loss) holding the weights' moving average (EMA 0.99). Chosen
     # by experiment on validation splits, their shifted copies and 5-fold cross-validation: docs/results.md
-    # has the evidence (and why not preprocessing=standard, border, 128 px, label smoothing, mixup).
+    # has the evidence (and why not preprocessing=standard, border, 128 px, label smoothing, mixup, cutmix).
     "default": dict(
         model="compact", preprocessing="auto", image_size=96, channels=1,
         width=32, norm="batch", dropout=0.2, l2=0.0, rotation=10.0, shift=0.1, zoom=0.1,
@@ -173,12 +171,10 @@ class Config:
     # (ignored when you set epochs yourself, unless you set min_steps too)
     min_steps: int = setting(0, "[0, inf)", "at least this many optimiser steps")
     label_smoothing: float = setting(0.0, "[0, 0.5)")
-    mixup: float = setting(0.0, "[0, inf)", "mixup: alpha of the Beta(alpha, alpha) share a training image "
-                           "keeps of itself when blended with another of its batch (0.2-0.4 usual); 0: off")
-    cutmix: float = setting(0.0, "[0, inf)", "cutmix: the same, a box of the other image pasted in (1.0 "
-                            "usual); with mixup, each image draws one of the two; 0: off")
-    ema: float = setting(0.0, "[0, 1)", "weight averaging: momentum of an exponential moving average of the "
-                         "weights, which validation, the checkpoint and model.keras use; 0: off")
+    mixup: float = setting(0.0, "[0, inf)", "alpha of Beta(alpha, alpha), the share a training image keeps "
+                           "when blended with another of its batch (0.2 usual; data/batches.py mix); 0: off")
+    cutmix: float = setting(0.0, "[0, inf)", "the same, a box of the other pasted in (1.0 usual); 0: off")
+    ema: float = setting(0.0, "[0, 1)", "momentum of the weights' moving average that model.keras holds; 0: off")
     class_weight: str = setting("balanced", ("balanced", "none"), "weigh classes by inverse frequency or not")
     monitor: str = setting("val_loss", MONITORS, "metric of early stopping, best checkpoint and plateau")
     checkpoint: str = setting("best", ("best", "last"), "model.keras keeps the epoch of the best monitor, or the "
