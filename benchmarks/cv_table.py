@@ -20,7 +20,6 @@ that docs/results.md uses: one split cannot tell a gain of 0.005 from noise.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -50,26 +49,22 @@ def row(run: Path) -> list[str]:
 PAIRED_HEADER = ["run", "per-fold ROC-AUC", "against", "mean difference ± sd", "folds better", "paired t (df)"]
 
 
-def fold_aucs(run: Path) -> list[float]:
-    return [fold["roc_auc"]["value"] for fold in json.loads((run / "cv.json").read_text())["folds"]]
+def folds(run: Path) -> list[tuple[float, frozenset[str]]]:
+    """Per fold of a --cv run, its ROC-AUC and the files its splits.csv puts in the validation split."""
+    from ultrasonic import RunDir
 
-
-def validation_files(run: Path) -> list[frozenset[str]]:
-    """Per fold, the files its splits.csv puts in the validation split."""
-    folds = json.loads((run / "cv.json").read_text())["folds"]
-    out = []
-    for fold in folds:
-        with open(run / fold["run"] / "splits.csv", newline="") as f:
-            out.append(frozenset(r["file"] for r in csv.DictReader(f) if r["split"] == "val"))
-    return out
+    return [(fold["roc_auc"]["value"],
+             frozenset(f for f, split in RunDir(run / fold["run"]).read_splits().items() if split == "val"))
+            for fold in json.loads((run / "cv.json").read_text())["folds"]]
 
 
 def paired_row(run: Path, base: Path) -> list[str]:
-    if validation_files(run) != validation_files(base):
+    ours, theirs = folds(run), folds(base)
+    if [files for _, files in ours] != [files for _, files in theirs]:
         raise SystemExit(f"{run} and {base}: different folds (their validation images differ); "
                          "a paired comparison needs the same data and cv settings")
-    aucs, base_aucs = np.array(fold_aucs(run)), np.array(fold_aucs(base))
-    diff = aucs - base_aucs
+    aucs = np.array([auc for auc, _ in ours])
+    diff = aucs - np.array([auc for auc, _ in theirs])
     sd = diff.std(ddof=1) if len(diff) > 1 else float("nan")
     t = diff.mean() / (sd / np.sqrt(len(diff))) if sd > 0 else float("nan")
     return [run.name, " / ".join(f"{a:.3f}" for a in aucs), base.name, f"{diff.mean():+.4f} ± {sd:.4f}",
