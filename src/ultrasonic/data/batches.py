@@ -104,8 +104,7 @@ class ArrayBatches(keras.utils.PyDataset):
         x = np.asarray(self.images[rows])
         y = self.targets[rows]
         w = None if self.sample_weight is None else self.sample_weight[rows].astype("float32")
-        if self.mixup or self.cutmix:
-            x, y, w = mix(self._mix_rng, x, y, w, self.mixup, self.cutmix)
+        x, y, w = mix(self._mix_rng, x, y, w, self.mixup, self.cutmix)  # as they are when both are off
         return (x, y) if w is None else (x, y, w)
 
     def on_epoch_end(self) -> None:
