@@ -219,7 +219,7 @@ def compile_model(model: keras.Model, cfg: Config, n_classes: int, steps_per_epo
     else:
         lr = cfg.learning_rate
     momentum = ema_momentum(cfg.ema, total)
-    average = dict(use_ema=momentum > 0, ema_momentum=momentum or 0.99)  # swapped in by AveragedWeights
+    average = dict(use_ema=momentum > 0, ema_momentum=momentum)  # swapped in by AveragedWeights
     if cfg.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, **average)
     else:
